@@ -1,0 +1,12 @@
+"""Which adversary: the attack method, its number of steps and its step size, with r and epsilon."""
+
+from search_spaces import Choice, IntRange, LogUniform, Uniform
+
+DESCRIPTION = "r, epsilon, attack method (pgd/fgsm/freelb), steps K and step size alpha/epsilon"
+SPACE = {
+    "ratio": Uniform(0.0, 1.0),
+    "epsilon": LogUniform(0.01, 1.0),
+    "method": Choice(("pgd", "fgsm", "freelb")),
+    "attack_steps": IntRange(1, 5),
+    "step_ratio": LogUniform(0.25, 2.5),
+}

@@ -1,0 +1,14 @@
+"""Everything that plausibly matters: hybrid-batch knobs plus the optimisation recipe."""
+
+from search_spaces import Choice, IntRange, LogUniform, Uniform
+
+DESCRIPTION = "r, epsilon, method, learning rate, temperature, epochs and embedding freezing"
+SPACE = {
+    "ratio": Uniform(0.0, 1.0),
+    "epsilon": LogUniform(0.01, 1.0),
+    "method": Choice(("pgd", "fgsm", "freelb", "rs-rp")),
+    "lr": LogUniform(5e-6, 1e-4),
+    "temperature": LogUniform(0.02, 0.1),
+    "epochs": IntRange(1, 3),
+    "freeze_embeddings": Choice((True, False)),
+}

@@ -1,0 +1,166 @@
+"""Data, read where it lives (never copied into the repository), as `datasets.Dataset`s.
+
+Data directory, first found wins: `--data-dir`, $STUDY_DATA_DIR, `../shared/data` beside the repository.
+Where none exists, the public hub copies are used (needs network): `mteb/tatoeba-bitext-mining`,
+`sentence-transformers/stsb` and `nyu-mll/glue` (mrpc, the same corpus as MSRP).
+
+  tatoeba/tatoeba.<lang>-eng.<lang> / .eng   LASER Tatoeba v1, line i of one file translates line i of the other
+  stsb-multi-mt/stsb-en-<split>.csv          sentence1,sentence2,score (0-5)
+  msrp/msr-para-<split>.tsv                  Quality, #1 ID, #2 ID, #1 String, #2 String
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, concatenate_datasets
+
+from study.errors import UsageError
+
+ENV_DATA_DIR = "STUDY_DATA_DIR"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STSB_MIN_SCORE = 4.0  # a pair counts as a paraphrase at STS-B score >= 4 (of 5)
+
+datasets.disable_progress_bars()  # per-call "Filter: 100%" bars drown the trial table in the log
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The local data directory, or None when the hub copies must be used."""
+    if data_dir is not None:
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"data directory {data_dir} does not exist")
+        return path.resolve()
+    if os.environ.get(ENV_DATA_DIR):
+        path = Path(os.environ[ENV_DATA_DIR]).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"data directory {path} (from ${ENV_DATA_DIR}) does not exist")
+        return path.resolve()
+    beside = REPO_ROOT.parent / "shared" / "data"
+    return beside.resolve() if beside.is_dir() else None
+
+
+def describe_data_dir(data_dir: Path | None) -> str:
+    return str(data_dir) if data_dir else "hub (mteb/tatoeba-bitext-mining, sentence-transformers/stsb, glue)"
+
+
+# ----------------------------------------------------------------------------- Tatoeba
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UsageError(f"missing data file {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise UsageError(f"data file {path} is empty")
+    return lines
+
+
+def tatoeba_languages(data_dir: Path) -> list[str]:
+    """Language codes with a Tatoeba file pair in the data directory."""
+    return sorted(p.name.split(".")[1].split("-")[0] for p in (data_dir / "tatoeba").glob("tatoeba.*-eng.eng"))
+
+
+def load_tatoeba(lang: str, data_dir: Path | None = None, max_pairs: int | None = None) -> Dataset:
+    """Translation pairs of one language with English: columns `source` (the language) and `english`."""
+    from study.languages import LANGUAGES
+
+    if lang not in LANGUAGES:
+        raise UsageError(f"unknown language code '{lang}' (expected one of the 112 Tatoeba codes)")
+    if data_dir is None:
+        return _tatoeba_from_hub(lang, max_pairs)
+    base = data_dir / "tatoeba" / f"tatoeba.{lang}-eng"
+    source = _read_lines(base.with_name(f"{base.name}.{lang}"))
+    english = _read_lines(base.with_name(f"{base.name}.eng"))
+    if len(source) != len(english):
+        raise UsageError(f"{base}.{lang} has {len(source)} lines but {base}.eng has {len(english)}: "
+                         "the files must be line-aligned")
+    for number, (s, e) in enumerate(zip(source, english), start=1):
+        if not s.strip() or not e.strip():
+            raise UsageError(f"{base}.{lang if not s.strip() else 'eng'} line {number} is empty")
+    if max_pairs:
+        source, english = source[:max_pairs], english[:max_pairs]
+    return Dataset.from_dict({"source": source, "english": english})
+
+
+def _tatoeba_from_hub(lang: str, max_pairs: int | None) -> Dataset:
+    from datasets import load_dataset
+
+    ds = load_dataset("mteb/tatoeba-bitext-mining", f"{lang}-eng", split="test")
+    ds = ds.rename_columns({"sentence1": "source", "sentence2": "english"}).select_columns(["source", "english"])
+    return ds.select(range(min(max_pairs, len(ds)))) if max_pairs else ds
+
+
+# ----------------------------------------------------------------------------- English pairs
+def _read_stsb(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UsageError(f"missing data file {path}")
+    rows = []
+    with path.open(encoding="utf-8", newline="") as f:
+        for number, row in enumerate(csv.reader(f), start=1):
+            if len(row) != 3:
+                raise UsageError(f"{path} line {number}: expected 3 fields sentence1,sentence2,score, got {len(row)}")
+            try:
+                rows.append((row[0], row[1], float(row[2])))
+            except ValueError:
+                raise UsageError(f"{path} line {number}: score {row[2]!r} is not a number") from None
+    if not rows:
+        raise UsageError(f"data file {path} is empty")
+    s1, s2, score = zip(*rows)
+    return Dataset.from_dict({"sentence1": list(s1), "sentence2": list(s2), "score": list(score)})
+
+
+def _read_msrp(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UsageError(f"missing data file {path}")
+    s1, s2, label = [], [], []
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if not header or header[0] != "Quality" or len(header) != 5:
+            raise UsageError(f"{path}: expected the header 'Quality #1 ID #2 ID #1 String #2 String'")
+        for number, row in enumerate(reader, start=2):
+            if len(row) != 5 or row[0] not in ("0", "1"):
+                raise UsageError(f"{path} line {number}: expected 5 tab-separated fields with a 0/1 quality")
+            label.append(int(row[0]))
+            s1.append(row[3])
+            s2.append(row[4])
+    if not label:
+        raise UsageError(f"data file {path} has no rows")
+    return Dataset.from_dict({"sentence1": s1, "sentence2": s2, "label": label})
+
+
+def load_stsb(split: str, data_dir: Path | None = None) -> Dataset:
+    """STS-B (English) with columns sentence1, sentence2, score on the 0-5 scale."""
+    if data_dir is None:
+        from datasets import load_dataset
+
+        ds = load_dataset("sentence-transformers/stsb", split="validation" if split == "dev" else split)
+        return ds.map(lambda row: {"score": row["score"] * 5.0})  # the hub copy is scaled to 0-1
+    return _read_stsb(data_dir / "stsb-multi-mt" / f"stsb-en-{split}.csv")
+
+
+def load_msrp(split: str, data_dir: Path | None = None) -> Dataset:
+    """MSR paraphrase corpus with columns sentence1, sentence2, label (1 = paraphrase)."""
+    if data_dir is None:
+        from datasets import load_dataset
+
+        hub_split = {"val": "validation"}.get(split, split)
+        return load_dataset("nyu-mll/glue", "mrpc", split=hub_split).select_columns(
+            ["sentence1", "sentence2", "label"])
+    return _read_msrp(data_dir / "msrp" / f"msr-para-{split}.tsv")
+
+
+def load_english_pairs(split: str = "train", data_dir: Path | None = None) -> Dataset:
+    """Positive English pairs: STS-B with score >= 4 and MSRP labelled 1. Columns anchor, positive."""
+    stsb = load_stsb(split, data_dir).filter(lambda row: row["score"] >= STSB_MIN_SCORE)
+    msrp = load_msrp(split, data_dir).filter(lambda row: row["label"] == 1)
+    parts = [ds.select_columns(["sentence1", "sentence2"]) for ds in (stsb, msrp)]
+    return concatenate_datasets(parts).rename_columns({"sentence1": "anchor", "sentence2": "positive"})

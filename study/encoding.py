@@ -1,0 +1,117 @@
+"""Sentence embeddings, the one place they are computed (training, attacks, evaluation).
+
+Convention of the e5 family: every sentence gets the prefix "query: " (symmetric tasks such as bitext
+retrieval use it on both sides), token states are mean-pooled over the attention mask, and the result is
+L2-normalised so that a dot product is a cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from study.models import QUERY_PREFIX
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """hidden [B, T, H], mask [B, T] -> mean over unmasked tokens [B, H]."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def sentence_embedding(model, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
+                       inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised sentence embeddings [B, H] from token ids or from input embeddings (word vectors,
+    possibly perturbed: position and type embeddings are added inside the model, after them)."""
+    out = model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+    return F.normalize(mean_pool(out.last_hidden_state, attention_mask).float(), dim=-1)
+
+
+def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a list of token-id lists -> (input_ids [B, T], attention_mask [B, T])."""
+    width = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = torch.as_tensor(ids)
+        mask[row, : len(ids)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def length_sorted_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> Iterator[list[int]]:
+    """Indices grouped by similar length, each batch holding at most max_tokens padded tokens:
+    short sentences travel in big batches, long ones in small, and little compute goes to padding."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) + 1) * lengths[i] > max_tokens or len(batch) == max_batch:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+class Encoder:
+    """A transformers encoder with the e5 embedding convention.
+
+    `embed(sentences) -> [N, H]` (no gradients, length-batched, original order kept) for evaluation;
+    `tokenize` + `sentence_embedding` for training and attacks, which need gradients.
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 128, max_tokens: int = 8192,
+                 max_batch: int = 256, prefix: str = QUERY_PREFIX):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_tokens = max_tokens
+        self.max_batch = max_batch
+        self.prefix = prefix
+
+    @classmethod
+    def load(cls, name_or_path: str, device: str | torch.device | None = None, **kwargs) -> Encoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path, use_safetensors=True, add_pooling_layer=False)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(model.to(device).eval(), tokenizer, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Prefixed, truncated token ids, unpadded."""
+        encoded = self.tokenizer([self.prefix + s for s in sentences], truncation=True,
+                                 max_length=self.max_length, add_special_tokens=True)
+        return encoded["input_ids"]
+
+    def autocast(self):
+        """bf16 autocast on CUDA (fast, and no loss scaling needed); plain fp32 on CPU."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def batches(self, token_ids: Sequence[Sequence[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """(indices, input_ids, attention_mask) in length-sorted batches."""
+        for idx in length_sorted_batches([len(t) for t in token_ids], self.max_tokens, self.max_batch):
+            input_ids, mask = pad_batch([token_ids[i] for i in idx], self.pad_id, self.device)
+            yield idx, input_ids, mask
+
+    @torch.inference_mode()
+    def embed(self, sentences: Sequence[str] | None = None, token_ids=None) -> torch.Tensor:
+        """Normalised embeddings [N, H] on the CPU, in input order."""
+        token_ids = token_ids if token_ids is not None else self.tokenize(sentences)
+        out = torch.empty((len(token_ids), self.model.config.hidden_size))
+        with self.autocast():
+            for idx, input_ids, mask in self.batches(token_ids):
+                out[idx] = sentence_embedding(self.model, mask, input_ids=input_ids).cpu()
+        return out

@@ -1,0 +1,213 @@
+"""MLflow: one parent run per study, one nested child run per trial.
+
+All writes happen in the driver, through `ChildRunLogger`, a Ray Tune callback: trials only report to Ray,
+Ray hands every result to the driver, and the driver writes it. So there is a single writer (SQLite stores
+are safe with parallel trials), trials on remote nodes need no access to the tracking server, and child runs
+can be nested under the study's parent run (Ray's own MLflow integration does not nest).
+
+Re-reported epochs (a trial restored from its checkpoint after a crash) and resumed studies reuse their
+child runs and skip steps already logged: no duplicate runs, no duplicate steps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from study.errors import UsageError
+
+EXPERIMENT = "xling-robust"
+TRIAL_TAG = "ray.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+# Config keys not worth a parameter column: set by the driver, identical for every trial.
+_NOT_PARAMS = {"eval", "data_dir"}
+
+
+def redact(uri: str) -> str:
+    """A tracking URI safe to print: credentials removed."""
+    return re.sub(r"//[^/@]*@", "//***@", uri or "")
+
+
+def default_tracking_uri(study_dir: Path) -> str:
+    return f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail early, with one line, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as err:
+        raise UsageError(f"tracking server {redact(uri)} is unreachable ({type(err).__name__})") from None
+
+
+def client_for(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client, study_dir: Path, uri: str) -> str:
+    existing = client.get_experiment_by_name(EXPERIMENT)
+    if existing:
+        return existing.experiment_id
+    # with the embedded store, artifacts live next to it in the study directory
+    location = None if uri.startswith("http") else (Path(study_dir).resolve() / "mlartifacts").as_uri()
+    return client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in config.items():
+        if key in _NOT_PARAMS and not prefix:
+            continue
+        if isinstance(value, dict):
+            out.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value)[:6000]
+    return out
+
+
+def numeric_metrics(result: dict) -> dict[str, float]:
+    """The figures of a Ray result worth logging (numbers, minus Ray's bookkeeping)."""
+    skip = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
+            "iterations_since_restore", "done"}
+    return {k: float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip}
+
+
+def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    entries = [Metric(k, v, now, step) for k, v in metrics.items()]
+    for start in range(0, len(entries), 900):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=entries[start : start + 900])
+
+
+def log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    entries = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(entries), 90):
+        client.log_batch(run_id, params=entries[start : start + 90])
+
+
+def _ray_callback_base():
+    from ray.tune import Callback
+
+    return Callback
+
+
+class ChildRunLogger(_ray_callback_base()):
+    """Ray Tune callback: a nested MLflow child run per trial, written from the driver."""
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, max_epochs_of=None):
+        self.uri, self.experiment, self.parent = tracking_uri, experiment, parent_run_id
+        self.max_epochs_of = max_epochs_of or (lambda config: config.get("epochs", 1))
+        self._client = None
+        self._runs: dict[str, str] = {}       # trial id -> run id
+        self._last_step: dict[str, int] = {}  # trial id -> last step logged
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.uri)
+        return self._client
+
+    def __getstate__(self):  # Ray checkpoints callbacks with the experiment; the client is rebuilt
+        state = dict(self.__dict__)
+        state["_client"] = None
+        return state
+
+    def run_for(self, trial) -> str:
+        """The trial's child run: found again (resume, restore) or created."""
+        trial_id = trial.trial_id
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        found = self.client.search_runs(
+            [self.experiment], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent}' and "
+                                             f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "epoch")
+            self._last_step[trial_id] = max((m.step for m in history), default=0)
+            if found[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+        else:
+            config = trial.config
+            name = f"{trial_id} r={config.get('ratio', 0):.2f} eps={config.get('epsilon', 0):.3g}"
+            run = self.client.create_run(self.experiment, run_name=name,
+                                         tags={PARENT_TAG: self.parent, TRIAL_TAG: trial_id,
+                                               "ray.trial_name": str(trial)})
+            run_id = run.info.run_id
+            log_params(self.client, run_id, flat_params(config))
+            self._last_step[trial_id] = 0
+        self._runs[trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.run_for(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id, step = self.run_for(trial), int(result.get("training_iteration", 0))
+        if step <= self._last_step.get(trial.trial_id, 0):
+            return  # this epoch was logged before the trial was restored
+        log_metrics(self.client, run_id, numeric_metrics(result), step)
+        if result.get("node_id"):
+            self.client.set_tag(run_id, "ray.node_id", result["node_id"])
+        self._last_step[trial.trial_id] = step
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_for(trial)
+        epochs_done = (trial.last_result or {}).get("training_iteration", 0)
+        if epochs_done < self.max_epochs_of(trial.config):
+            self.client.set_tag(run_id, "stopped_early", f"after epoch {epochs_done} (ASHA)")
+            self._end(run_id, trial, "KILLED")
+        else:
+            self._end(run_id, trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_for(trial)
+        self.client.set_tag(run_id, "failure_reason", failure_reason(trial))
+        self._end(run_id, trial, "FAILED")
+
+    def _end(self, run_id: str, trial, status: str) -> None:
+        # how often Ray restarted the trial from its checkpoint after a crash (FailureConfig)
+        self.client.set_tag(run_id, "ray.num_failures", str(getattr(trial, "num_failures", 0)))
+        self.client.set_terminated(run_id, status=status)
+
+
+def failure_reason(trial) -> str:
+    """The last meaningful line of the trial's error (e.g. 'TrainingDiverged: training loss became nan ...')."""
+    text = ""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # error file unavailable
+        pass
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line or "Diverged" in line:
+            return line[:500]
+    return lines[-1][:500] if lines else "unknown error"
+
+
+def start_parent_run(client, experiment: str, name: str, params: dict, tags: dict) -> str:
+    run = client.create_run(experiment, run_name=name, tags=tags)
+    log_params(client, run.info.run_id, {k: str(v)[:6000] for k, v in params.items()})
+    return run.info.run_id
+
+
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=os.path.dirname(__file__)).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

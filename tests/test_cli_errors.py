@@ -1,0 +1,95 @@
+"""Bad input to every CLI: one clear line on stderr, exit code 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _not_a_model(tmp: Path) -> Path:
+    (tmp / "empty_model").mkdir()
+    return tmp / "empty_model"
+
+
+def _not_a_study(tmp: Path) -> Path:
+    (tmp / "not_a_study").mkdir()
+    return tmp / "not_a_study"
+
+
+def _malformed_data(tmp: Path) -> Path:
+    data = tmp / "bad_data"
+    (data / "tatoeba").mkdir(parents=True)
+    (data / "tatoeba" / "tatoeba.swh-eng.swh").write_text("habari\nasante\n")
+    (data / "tatoeba" / "tatoeba.swh-eng.eng").write_text("hello\n")
+    return data
+
+
+def _empty_data(tmp: Path) -> Path:
+    data = tmp / "empty_data"
+    (data / "tatoeba").mkdir(parents=True)
+    (data / "tatoeba" / "tatoeba.swh-eng.swh").write_text("")
+    (data / "tatoeba" / "tatoeba.swh-eng.eng").write_text("")
+    return data
+
+
+def _unwritable_dir(tmp: Path) -> Path:
+    """Unwritable even for root (CI runs as root): the would-be parent is a file."""
+    blocker = tmp / "a_file"
+    blocker.write_text("not a directory")
+    return blocker / "study"
+
+
+# (name, argv builder, what the message must mention)
+CASES = [
+    ("unknown space", lambda t: ["study.run", "--space", "nope", "--out", str(t / "o")], "unknown search space"),
+    ("unknown language", lambda t: ["study.run", "--langs", "xyz", "--out", str(t / "o")], "'xyz'"),
+    ("bad budget", lambda t: ["study.run", "--budget", "huge", "--out", str(t / "o")], "unknown budget"),
+    ("r outside [0, 1]", lambda t: ["study.run", "--range", "ratio=0,1.5", "--out", str(t / "o")],
+     "key 'ratio': 1.5 outside [0.0, 1.0]"),
+    ("malformed range", lambda t: ["study.run", "--range", "epsilon=small", "--out", str(t / "o")],
+     "KEY=LOW,HIGH"),
+    ("unreachable Ray address", lambda t: ["study.run", "--budget", "smoke", "--address", "127.0.0.1:9",
+                                           "--out", str(t / "o")], "cannot connect to Ray"),
+    ("bad attack method", lambda t: ["study.run", "--method", "pgdx", "--out", str(t / "o")], "pgdx"),
+    ("zero samples", lambda t: ["study.run", "--num-samples", "0", "--out", str(t / "o")], "--num-samples"),
+    ("negative gpus", lambda t: ["study.run", "--gpus-per-trial", "-1", "--out", str(t / "o")], "--gpus-per-trial"),
+    ("missing data dir", lambda t: ["study.run", "--data-dir", str(t / "none"), "--out", str(t / "o")],
+     "does not exist"),
+    ("malformed data file", lambda t: ["study.run", "--langs", "swh", "--data-dir", str(_malformed_data(t)),
+                                       "--out", str(t / "o")], "line"),
+    ("empty data file", lambda t: ["study.evaluate", "--langs", "swh", "--data-dir", str(_empty_data(t))], "empty"),
+    ("unreachable tracking server", lambda t: ["study.run", "--budget", "smoke", "--tracking-uri",
+                                               "http://user:secret@127.0.0.1:9", "--out", str(t / "o")],
+     "unreachable"),
+    ("output dir not writable", lambda t: ["study.run", "--budget", "smoke", "--out", str(_unwritable_dir(t))],
+     "not writable"),
+    ("resume of a non-study", lambda t: ["study.run", "--resume", str(_not_a_study(t))], "not a study directory"),
+    ("report of a non-study", lambda t: ["study.report", str(_not_a_study(t))], "not a study directory"),
+    ("model dir missing", lambda t: ["study.evaluate", "--model", str(t / "nomodel"), "--langs", "swh"],
+     "does not exist"),
+    ("model dir not a model", lambda t: ["study.evaluate", "--model", str(_not_a_model(t)), "--langs", "swh"],
+     "not a model directory"),
+    ("negative radius", lambda t: ["study.evaluate", "--radii", "-1", "--langs", "swh"], "radii"),
+    ("unknown language (evaluate)", lambda t: ["study.evaluate", "--langs", "swh,qqq"], "'qqq'"),
+    ("check of a missing model", lambda t: ["study.models", "check", "--model", str(t / "nomodel")],
+     "does not exist"),
+]
+
+
+@pytest.mark.parametrize("name, argv, mention", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_clear_line(tmp_path, name, argv, mention):
+    args = argv(tmp_path)
+    before = {p for p in tmp_path.rglob("*")}
+    result = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    stderr_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    assert stderr_lines and stderr_lines[-1].startswith("error:"), result.stderr[-2000:]
+    assert mention in stderr_lines[-1], stderr_lines[-1]
+    assert "secret" not in result.stderr + result.stdout, "credentials must not be printed"
+    assert {p for p in tmp_path.rglob("*")} == before, "nothing may be written on bad input"

@@ -1,0 +1,119 @@
+"""Fault tolerance, with real faults: a trial's worker killed with SIGKILL, the driver killed with SIGKILL,
+a trial whose loss turns NaN. Real Ray, real MLflow store, the real encoder, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from study.tracking import ChildRunLogger, client_for, default_tracking_uri, experiment_id, start_parent_run
+from studytools import metric_steps, run_cli, start_cli, study_runs, wait_for
+
+SMOKE = ["study.run", "--space", "hybrid_ratio", "--budget", "smoke"]
+
+
+def _checkpoints(study_dir: Path) -> list[Path]:
+    return sorted((study_dir / "ray" / "tune").glob("trial_*/checkpoint_*"))
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
+    study_dir, log = tmp_path / "killworker", tmp_path / "study.log"
+    proc = start_cli(*SMOKE, "--num-samples", "1", "--epochs", "4", "--out", str(study_dir), log=log)
+    try:
+        first = wait_for(lambda: _checkpoints(study_dir), proc, log, what="the first checkpoint")[0]
+        trial_dir = first.parent
+        worker = wait_for(lambda: _results(trial_dir) if (trial_dir / "result.json").exists() else None,
+                          proc, log, what="the first result")[0]["pid"]
+        os.kill(worker, signal.SIGKILL)  # the trial's worker process, mid-training
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    results = _results(trial_dir)
+    assert [r["training_iteration"] for r in results][-1] == 4
+    assert results[-1]["iterations_since_restore"] < 4, "the retried trial started from its checkpoint"
+    assert [r["epoch"] for r in results] == sorted({r["epoch"] for r in results}), "no epoch trained twice"
+    client, _, children = study_runs(study_dir)
+    (child,) = children
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["ray.num_failures"] == "1"
+    for key in ("epoch", "objective.robust", "acc.swh.clean", "train.loss"):
+        assert metric_steps(client, child.info.run_id, key) == [1, 2, 3, 4], key  # no gap, no duplicate
+    assert [m.value for m in sorted(client.get_metric_history(child.info.run_id, "epoch"),
+                                    key=lambda m: m.step)] == [1, 2, 3, 4]
+
+
+def test_killed_driver_resumes_to_exactly_the_requested_trials(tmp_path):
+    study_dir, log = tmp_path / "killdriver", tmp_path / "first.log"
+    proc = start_cli(*SMOKE, "--num-samples", "3", "--max-concurrent", "1", "--out", str(study_dir), log=log)
+    try:
+        wait_for(lambda: _checkpoints(study_dir), proc, log, what="the first trial's checkpoint")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, no chance to clean up
+        proc.wait(timeout=60)
+    _, _, children = study_runs(study_dir)
+    assert 1 <= len(children) < 3, "the kill came mid-study"
+
+    result = run_cli("study.run", "--resume", str(study_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = study_runs(study_dir)
+    trial_ids = [c.data.tags["ray.trial_id"] for c in children]
+    assert len(children) == 3 and len(set(trial_ids)) == 3, "no duplicate child runs, none lost"
+    assert parent.info.status == "FINISHED"
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert metric_steps(client, child.info.run_id, "objective.robust") == [1], "one epoch, logged once"
+    assert (study_dir / "report" / "summary.csv").is_file()
+
+
+def test_diverging_trial_fails_with_its_reason_and_the_others_finish(tmp_path, model_dir, data_dir):
+    import ray
+    from ray import tune
+
+    from trainables.trainable import train_hybrid
+
+    uri = default_tracking_uri(tmp_path)
+    client = client_for(uri)
+    experiment = experiment_id(client, tmp_path, uri)
+    parent = start_parent_run(client, experiment, "divergence", params={}, tags={})
+    config = dict(model=model_dir, data_dir=str(data_dir), max_train_pairs=16, batch_size=8, epochs=1,
+                  ratio=0.5, epsilon=0.1, attack_steps=1,
+                  # 1e-45 underflows float32: logits / temperature overflow to inf and the loss turns NaN
+                  temperature=tune.grid_search([0.05, 1e-45]),
+                  eval=dict(langs=["swh"], max_sentences=8, radii=(0.05,), attack_steps=1, max_english_pairs=16))
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        tuner = tune.Tuner(tune.with_resources(train_hybrid, {"cpu": 1}), param_space=config,
+                           run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0,
+                                                     callbacks=[ChildRunLogger(uri, experiment, parent)],
+                                                     failure_config=tune.FailureConfig(max_failures=2)))
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    errors = [r for r in results if r.error]
+    assert len(results) == 2 and len(errors) == 1
+    assert errors[0].config["temperature"] == 1e-45
+    runs = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    by_status = {r.info.status: r for r in runs}
+    assert sorted(by_status) == ["FAILED", "FINISHED"]
+    assert "TrainingDiverged: training loss became nan" in by_status["FAILED"].data.tags["failure_reason"]
+    assert 0.0 <= by_status["FINISHED"].data.metrics["acc.swh.clean"] <= 1.0
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_left_behind():
+    """Each test leaves no Ray instance of its own running (a killed driver's Ray dies with it)."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,0 +1,141 @@
+"""The study end to end: the real CLI, a real local Ray instance, a real MLflow store, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from search_spaces import SPACE_NAMES, Choice, LogUniform, SearchSpace, Uniform, load_space
+from study.report import pareto_front
+from studytools import run_cli, study_runs
+from trainables.trainable import DEFAULT_CONFIG
+
+
+# ----------------------------------------------------------------------------- search spaces
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_space_validates_and_samples_inside_bounds(name):
+    import optuna
+
+    space = load_space(name)
+    tune_space = space.to_tune()
+    for key, spec in space.space.items():
+        domain = tune_space[key]
+        for _ in range(20):
+            value = domain.sample()
+            if isinstance(spec, Choice):
+                assert value in spec.options
+            else:
+                assert spec.low <= value <= spec.high, (key, value)
+    baseline = space.baseline_point(DEFAULT_CONFIG)
+    assert baseline["ratio"] == 0.0 and set(baseline) == set(space.space)
+    assert optuna  # OptunaSearch consumes these domains in the study tests below
+
+
+@pytest.mark.parametrize("space, message", [
+    (SearchSpace("bad", "", {"ratio": Uniform(0.0, 1.5)}, {}), "outside [0.0, 1.0]"),
+    (SearchSpace("bad", "", {"ratio": Uniform(0.0, 1.0), "epsilon": LogUniform(0.0, 1.0)}, {}), "log scale"),
+    (SearchSpace("bad", "", {"ratio": Uniform(0.0, 1.0), "learning_rate": Uniform(0.1, 0.2)}, {}), "unknown key"),
+    (SearchSpace("bad", "", {"ratio": Uniform(0.0, 1.0)}, {"method": "pgdx"}), "not one of"),
+    (SearchSpace("bad", "", {"ratio": Uniform(0.5, 0.1)}, {}), "must be below"),
+    (SearchSpace("bad", "", {"epsilon": Uniform(0.1, 0.2)}, {}), "must search 'ratio'"),
+])
+def test_malformed_space_gives_a_clear_error(space, message):
+    with pytest.raises(ValueError, match="search space 'bad'") as err:
+        space.validate()
+    assert message in str(err.value)
+
+
+def test_pareto_front_is_non_dominated():
+    points = [(0.9, 0.1), (0.5, 0.5), (0.4, 0.4), (0.1, 0.9), (0.5, 0.2)]
+    assert sorted(pareto_front(points)) == [0, 1, 3]
+
+
+# ----------------------------------------------------------------------------- real studies
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    study_dir = tmp_path_factory.mktemp("studies") / "smoke"
+    result = run_cli("study.run", "--space", "hybrid_ratio", "--budget", "smoke", "--num-samples", "3",
+                     "--out", str(study_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return study_dir, result
+
+
+def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
+    study_dir, result = smoke_study
+    client, parent, children = study_runs(study_dir)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space"] == "hybrid_ratio"
+    assert len(children) == 3
+    ratios = sorted(float(c.data.params["ratio"]) for c in children)
+    assert ratios[0] == 0.0, "the r = 0 baseline is always a trial"
+    langs = json.loads((study_dir / "study.json").read_text())["settings"]["eval"]["langs"]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        for lang in langs:
+            for figure in ("clean", "l2e", "e2l", "attacked_eps0.05", "attacked_eps0.2", "noise_eps0.05",
+                           "typo_p0.1", "robust"):
+                history = client.get_metric_history(child.info.run_id, f"acc.{lang}.{figure}")
+                assert [m.step for m in history] == [1], (lang, figure)
+                assert 0.0 <= history[0].value <= 1.0
+        assert "group.low.robust" in child.data.metrics and "en.stsb_spearman" in child.data.metrics
+    # trained trials moved away from the untrained encoder, and the attack hurt
+    reference = json.loads((study_dir / "reference.json").read_text())["metrics"]
+    assert any(abs(c.data.metrics["en.stsb_spearman"] - reference["en.stsb_spearman"]) > 1e-6 for c in children)
+    assert reference["group.low.robust"] < reference["group.low.l2e"]
+    assert "r=0 baseline" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
+    assert "Ray dashboard: http://127.0.0.1:" in result.stderr
+
+
+def test_report_regenerates_the_same_table(smoke_study):
+    study_dir, _ = smoke_study
+    report = study_dir / "report"
+    for name in ("summary.md", "summary.csv", "heatmap.png", "radius_curves.png", "pareto.png", "best_config.json"):
+        assert (report / name).is_file() and (report / name).stat().st_size > 0, name
+    before = (report / "summary.csv").read_text()
+    (report / "summary.csv").unlink()
+    result = run_cli("study.report", str(study_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (report / "summary.csv").read_text() == before
+    client, parent, _ = study_runs(study_dir)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/summary.md", "report/heatmap.png", "report/radius_curves.png"} <= logged
+
+
+def test_pareto_study_returns_a_non_dominated_set(tmp_path):
+    study_dir = tmp_path / "pareto"
+    result = run_cli("study.run", "--space", "hybrid_ratio", "--budget", "smoke", "--num-samples", "3",
+                     "--objective", "pareto", "--out", str(study_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Pareto-optimal trials" in result.stdout
+    front = json.loads((study_dir / "report" / "pareto.json").read_text())
+    _, _, children = study_runs(study_dir)
+    points = [(c.data.metrics["objective.clean"], c.data.metrics["objective.robust"]) for c in children]
+    assert front and len(children) == 3
+    for member in front:
+        a, b = member["clean"], member["robust"]
+        assert not any(c >= a and d >= b and (c > a or d > b) for c, d in points)
+    assert len(front) == len(pareto_front(points))
+
+
+def test_replicate_produces_the_findings_report(smoke_study):
+    study_dir, _ = smoke_study
+    result = run_cli("study.replicate", str(study_dir), "--top", "1", "--seeds", "2", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = study_dir / "replication"
+    for name in ("findings.md", "analysis.json", "distance.json", "distance.png", "robustness_curves.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    findings = (out / "findings.md").read_text()
+    for section in ("## Question", "## Set-up", "## Answer", "## Language distance", "## Not significant"):
+        assert section in findings
+    assert "reduced smoke budget" in findings and "2 seeds" in findings
+    client, parent, _ = study_runs(study_dir)
+    replication = client.get_run(parent.data.tags["replication_run"])
+    replicas = client.search_runs([replication.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{replication.info.run_id}'")
+    assert len(replicas) == (1 + 1) * 2, "(K + 1) x N trials"
+    assert {r.info.status for r in replicas} == {"FINISHED"}
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert set(analysis) == {"baseline", "best1"}
+    entry = analysis["best1"]["group:low|robust"]["vs_baseline"]
+    assert entry["low"] <= entry["mean"] <= entry["high"]

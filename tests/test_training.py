@@ -1,0 +1,308 @@
+"""Issue 4: the attacks, the hybrid-batch step and the trainer, on the real encoder and real English pairs.
+
+Sizes are tiny (8 pairs a batch, at most 24 tokens a sentence) so that a 2-core CPU runs this in well
+under two minutes; every check is exact or has a margin measured on the real model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from study.data import load_english_pairs
+from study.encoding import pad_batch, sentence_embedding
+from trainables.attacks import FGSM, PGD, FreeLB, RandomPerturbation, make_attack, random_in_ball
+from trainables.hybrid import PairBatch, adversarial_count, choose_adversarial, hybrid_step, plain_step
+from trainables.losses import InBatchContrastiveLoss
+from trainables.trainable import HybridTrainer, TrainingDiverged
+
+N = 8  # pairs per batch
+MAX_LEN = 24  # tokens per sentence, "query: " prefix and specials included
+
+
+@pytest.fixture(scope="module")
+def batches(encoder, data_dir) -> list[PairBatch]:
+    """Three batches of 8 real English training pairs (STS-B / MSRP), tokenised and truncated to 24 tokens."""
+    pairs = load_english_pairs("train", data_dir).select(range(3 * N))
+    short = copy.copy(encoder)
+    short.max_length = MAX_LEN
+    anchors, positives = short.tokenize(pairs["anchor"]), short.tokenize(pairs["positive"])
+    return [PairBatch(anchors[i : i + N], positives[i : i + N]) for i in range(0, 3 * N, N)]
+
+
+@pytest.fixture(scope="module")
+def scratch(fresh_encoder_factory):
+    """A private copy of the encoder for tests whose attacks back-propagate into the parameters."""
+    enc = fresh_encoder_factory()
+    yield enc
+    enc.model.zero_grad(set_to_none=True)
+
+
+@pytest.fixture
+def attack_inputs(scratch, batches):
+    """A real padded batch of anchors: (model, input embeddings, mask, clean positive embeddings)."""
+    model = scratch.model.eval()
+    batch = batches[0]
+    input_ids, mask = pad_batch(batch.anchors, scratch.pad_id, "cpu")
+    assert (mask == 0).any() and (mask == 1).all(dim=1).any(), "the batch must mix lengths (padding)"
+    with torch.no_grad():
+        inputs = model.get_input_embeddings()(input_ids)
+        pos_ids, pos_mask = pad_batch(batch.positives, scratch.pad_id, "cpu")
+        positives = sentence_embedding(model, pos_mask, input_ids=pos_ids)
+    yield model, inputs, mask, positives
+    model.zero_grad(set_to_none=True)
+
+
+def _make(method: str, eps: float, norm: str, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "pgd": lambda: PGD(eps, steps=3, norm=norm, generator=gen),
+        "fgsm": lambda: FGSM(eps, norm=norm, generator=gen),
+        "freelb": lambda: FreeLB(eps, steps=3, norm=norm, generator=gen),
+        "rs-rp": lambda: RandomPerturbation(eps, samples=2, norm=norm, generator=gen),
+    }[method]()
+
+
+# ----------------------------------------------------------------------------- the budget
+# L2 radius per token (word vectors have norm ~1.4 here); Linf per coordinate (coordinates ~0.07).
+RADIUS = {"l2": 0.2, "linf": 0.01}
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("method", ["pgd", "fgsm", "freelb", "rs-rp"])
+def test_every_perturbation_stays_in_the_ball_and_off_padding(attack_inputs, method, norm):
+    model, inputs, mask, positives = attack_inputs
+    eps, loss = RADIUS[norm], InBatchContrastiveLoss()
+    seen = []  # every point the attack evaluates (FreeLB and rs-rp train on each of them)
+
+    def loss_fn(x):
+        seen.append(x.detach() - inputs)
+        return loss(sentence_embedding(model, mask, inputs_embeds=x), positives)
+
+    out = _make(method, eps, norm)(inputs, mask, loss_fn)
+    assert out.shape == inputs.shape and out.dtype == inputs.dtype
+    final = out - inputs
+    real = mask.bool()
+    for delta in [*seen, final]:
+        assert torch.equal(delta[~real], torch.zeros_like(delta[~real])), "padding positions were perturbed"
+        if norm == "l2":
+            assert delta.norm(dim=-1).max().item() <= eps + 1e-5
+        else:
+            assert delta.abs().max().item() <= eps + 1e-5
+    # not vacuous: every real token moved, and some by a good part of the radius
+    size = final.norm(dim=-1) if norm == "l2" else final.abs().amax(dim=-1)
+    assert (size[real] > 0).all()
+    assert size[real].max().item() > 0.5 * eps
+    assert len(seen) == {"pgd": 3, "fgsm": 1, "freelb": 3, "rs-rp": 2}[method]
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_random_in_ball_is_inside_and_zero_on_padding(attack_inputs, norm):
+    _, inputs, mask, _ = attack_inputs
+    eps = RADIUS[norm]
+    delta = random_in_ball(inputs, mask, eps, norm, torch.Generator().manual_seed(3))
+    size = delta.norm(dim=-1) if norm == "l2" else delta.abs().amax(dim=-1)
+    assert size.max().item() <= eps + 1e-6
+    assert torch.equal(delta[~mask.bool()], torch.zeros_like(delta[~mask.bool()]))
+    assert (size[mask.bool()] > 0).all()
+
+
+def test_attack_rejects_bad_budget():
+    with pytest.raises(ValueError):
+        PGD(-0.1)
+    with pytest.raises(ValueError):
+        PGD(0.1, norm="l1")
+    with pytest.raises(ValueError):
+        make_attack("nope", 0.1)
+
+
+# ----------------------------------------------------------------------------- the attack attacks
+@pytest.mark.parametrize("method", ["pgd", "fgsm"])
+def test_attack_raises_the_contrastive_loss_of_the_perturbed_examples(attack_inputs, method):
+    model, inputs, mask, positives = attack_inputs  # eval mode: no dropout noise in the comparison
+    loss, eps = InBatchContrastiveLoss(), 0.2
+
+    def per_example(x):
+        with torch.no_grad():
+            return loss.per_example(sentence_embedding(model, mask, inputs_embeds=x), positives)
+
+    clean = per_example(inputs)
+    attacked = per_example(
+        _make(method, eps, "l2")(inputs, mask,
+                                 lambda x: loss(sentence_embedding(model, mask, inputs_embeds=x), positives)))
+    noisy = per_example(inputs + random_in_ball(inputs, mask, eps, "l2", torch.Generator().manual_seed(1)))
+    assert (attacked > clean).all(), (clean, attacked)
+    assert attacked.mean() > 1.3 * clean.mean()
+    # the gradient direction matters: a random perturbation of the same radius does much less
+    assert attacked.mean() - clean.mean() > 3 * (noisy.mean() - clean.mean()).abs()
+
+
+# ----------------------------------------------------------------------------- r = 0 is plain fine-tuning
+def _train(model, step, batches, seed: int = 0) -> list[float]:
+    """3 AdamW steps in train mode (dropout on), frozen word-embedding table as in the trainer."""
+    model.train()
+    model.get_input_embeddings().weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    torch.manual_seed(seed)
+    losses = []
+    for batch in batches:
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(step(model, batch))
+        optimizer.step()
+    return losses
+
+
+def test_ratio_zero_is_bit_identical_to_plain_fine_tuning(fresh_encoder_factory, encoder, batches):
+    loss_fn, pad = InBatchContrastiveLoss(), encoder.pad_id
+    plain, zero, half = (fresh_encoder_factory().model for _ in range(3))
+
+    def hybrid(ratio):
+        selection, attack_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+        attack = PGD(0.2, steps=2, generator=attack_gen)
+        return lambda model, batch: hybrid_step(model, batch, loss_fn, attack, ratio, selection, pad)[0]
+
+    plain_losses = _train(plain, lambda model, batch: plain_step(model, batch, loss_fn, pad), batches)
+    zero_losses = _train(zero, hybrid(0.0), batches)
+    half_losses = _train(half, hybrid(0.5), batches)
+
+    assert plain_losses == zero_losses
+    for (name, p), q in zip(plain.named_parameters(), zero.parameters()):
+        assert torch.equal(p, q), name
+    # the comparison can fail: training moved the weights, and r = 0.5 moves them elsewhere
+    original = dict(encoder.model.named_parameters())
+    moved = [n for n, p in plain.named_parameters() if not torch.equal(p, original[n])]
+    assert len(moved) > 100
+    differ = [n for (n, p), q in zip(plain.named_parameters(), half.parameters()) if not torch.equal(p, q)]
+    assert len(differ) > 100
+    assert half_losses != plain_losses
+
+
+# ----------------------------------------------------------------------------- cost of the attack
+def test_adversarial_count_rounds_halves_up():
+    assert [adversarial_count(r, 8) for r in (0, 0.1, 0.3, 0.5, 0.9, 1)] == [0, 1, 2, 4, 7, 8]
+    assert adversarial_count(0.5, 5) == 3  # 2.5 -> 3 (Python's round would give 2)
+    assert adversarial_count(0.5, 3) == 2  # 1.5 -> 2
+    clean, adv = choose_adversarial(8, 0.3, torch.Generator().manual_seed(0))
+    assert len(adv) == 2 and sorted(clean + adv) == list(range(8))
+
+
+# (method, perturb, ratio, K or m, adversarial pairs a, sentences through the encoder for n = 8)
+COST_CASES = [
+    ("plain", "anchor", 0.0, 0, 0, 16),             # 2n
+    ("pgd", "anchor", 0.0, 2, 0, 16),               # r = 0: 2n
+    ("pgd", "anchor", 0.5, 2, 4, 16 + 2 * 4),       # 2n + K a
+    ("pgd", "both", 0.5, 2, 4, 16 + 2 * 2 * 4),     # 2n + K 2a
+    ("pgd", "anchor", 1.0, 2, 8, 16 + 2 * 8),       # r = 1: no clean anchors at all
+    ("pgd", "both", 0.3, 3, 2, 16 + 3 * 2 * 2),     # 2n + K 2a, a = round(2.4) = 2
+    ("fgsm", "anchor", 0.3, 1, 2, 16 + 2),          # 2n + a
+    ("freelb", "anchor", 0.5, 3, 4, 16 + 2 * 4),    # 2n + (K - 1) a
+    ("freelb", "both", 0.5, 2, 4, 16 + 1 * 2 * 4),  # 2n + (K - 1) 2a
+    ("rs-rp", "anchor", 0.5, 3, 4, 16 + 2 * 4),     # 2n + (m - 1) a
+    ("rs-rp", "anchor", 0.5, 1, 4, 16),             # one draw costs nothing extra
+]
+
+
+@pytest.mark.parametrize("method,perturb,ratio,k,a,expected", COST_CASES,
+                         ids=[f"{c[0]}-{c[1]}-r{c[2]}-k{c[3]}" for c in COST_CASES])
+def test_attack_work_is_confined_to_the_adversarial_share(scratch, batches, method, perturb, ratio, k, a,
+                                                          expected):
+    model, batch, loss_fn = scratch.model.eval(), batches[1], InBatchContrastiveLoss()
+    assert len(batch) == N and adversarial_count(ratio, N) == a
+    sentences = []
+
+    def count(module, args, kwargs):
+        sentences.append(kwargs["attention_mask"].shape[0])
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        if method == "plain":
+            plain_step(model, batch, loss_fn, scratch.pad_id)
+            n_adv = 0
+        else:
+            attack = make_attack(method, 0.1, steps=k, samples=k, generator=torch.Generator().manual_seed(0))
+            _, n_adv = hybrid_step(model, batch, loss_fn, attack, ratio, torch.Generator().manual_seed(0),
+                                   scratch.pad_id, perturb=perturb)
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    assert n_adv == a
+    assert sum(sentences) == expected, sentences
+
+
+def test_hybrid_step_gradients_reach_clean_and_adversarial_paths(scratch, batches):
+    """The loss's gradient flows through both the clean graphs (sent at the end) and the adversarial pass:
+    the summed gradient equals the gradient of the same loss computed in one graph."""
+    model, batch, loss_fn = scratch.model.eval(), batches[2], InBatchContrastiveLoss()
+    model.zero_grad(set_to_none=True)
+    attack = PGD(0.1, steps=1, generator=torch.Generator().manual_seed(0))
+    selection = torch.Generator().manual_seed(5)
+    hybrid_step(model, batch, loss_fn, attack, 0.5, selection, scratch.pad_id)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+
+    # the same loss in one graph: same split, same attack draw, perturbed inputs as constants
+    clean, adv = choose_adversarial(N, 0.5, torch.Generator().manual_seed(5))
+    attack = PGD(0.1, steps=1, generator=torch.Generator().manual_seed(0))
+    ids, mask = pad_batch([batch.anchors[i] for i in adv], scratch.pad_id, "cpu")
+    embed = model.get_input_embeddings()
+    inputs = embed(ids).detach()
+
+    def encode(token_ids):
+        i, m = pad_batch(token_ids, scratch.pad_id, "cpu")
+        return sentence_embedding(model, m, input_ids=i)
+
+    clean_anchors = encode([batch.anchors[i] for i in clean]).detach()
+    positives = encode([batch.positives[i] for i in clean + adv]).detach()
+    perturbed = attack(inputs, mask, lambda x: loss_fn(
+        torch.cat([clean_anchors, sentence_embedding(model, mask, inputs_embeds=x)]), positives))
+    # the live embedding table under the (constant) perturbation, as in the step's final pass
+    anchors = torch.cat([encode([batch.anchors[i] for i in clean]),
+                         sentence_embedding(model, mask, inputs_embeds=embed(ids) + (perturbed - inputs))])
+    loss_fn(anchors, encode([batch.positives[i] for i in clean + adv])).backward()
+    reference = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    assert grads.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(grads[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ----------------------------------------------------------------------------- the trainer
+def _trainer_config(model_dir, data_dir, **overrides) -> dict:
+    return dict(model=model_dir, data_dir=str(data_dir), max_train_pairs=16, batch_size=8, epochs=2,
+                max_seq_len=16, method="pgd", attack_steps=2, epsilon=0.1, ratio=0.5, seed=3, **overrides)
+
+
+def test_restored_trainer_continues_exactly(model_dir, data_dir, tmp_path):
+    config = _trainer_config(model_dir, data_dir)
+    first = HybridTrainer(config)
+    assert first.model.training and first.steps_per_epoch == 2
+    metrics = first.train_epoch()
+    assert first.epoch == 1 and metrics["train.adversarial_share"] == 0.5
+    first.save(str(tmp_path))
+    uninterrupted = [first.train_step(batch) for batch in first.batches()]
+
+    second = HybridTrainer(config)
+    second.restore(str(tmp_path))
+    assert second.epoch == 1
+    resumed = [second.train_step(batch) for batch in second.batches()]
+
+    # step 1 of epoch 2 needs the weights and the RNG states (dropout, adversarial choice, PGD start);
+    # step 2 also needs the optimizer's moments and the scheduler's position
+    assert [loss for loss, _ in resumed] == pytest.approx([loss for loss, _ in uninterrupted], abs=1e-6)
+    assert [n for _, n in resumed] == [n for _, n in uninterrupted] == [4, 4]
+    for (name, p), q in zip(first.model.named_parameters(), second.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+
+
+def test_nan_loss_ends_training_with_a_clear_reason(model_dir, data_dir):
+    # lr 1e9 (and no effective clipping): the first update sends the weights to ~1e9, the next forward
+    # overflows float32 and the loss is NaN. 48 pairs in batches of 8: it must happen within 6 steps.
+    config = _trainer_config(model_dir, data_dir, lr=1e9, max_grad_norm=1e9) | dict(max_train_pairs=48,
+                                                                                     epochs=1)
+    trainer = HybridTrainer(config)
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf|-inf) at epoch 1") as err:
+        trainer.train_epoch()
+    assert "lr 1e+09" in str(err.value)
+    assert trainer.epoch == 0

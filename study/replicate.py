@@ -27,6 +27,7 @@ import numpy as np
 
 from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of
+from study.report import pyplot, save_figure
 
 # What a replication evaluates and how long it trains, per budget: the CPU budget is reduced (the report says so).
 REPLICATION_EVAL = {
@@ -87,6 +88,12 @@ def run_replicas(configs: list[dict], settings: dict, out: Path, uri: str, exper
                        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: f"replica_{t.trial_id}"),
                        run_config=tune.RunConfig(name="replicate", storage_path=str((out / "ray").resolve()),
                                                  callbacks=[logger], verbose=1,
+                                                 progress_reporter=tune.CLIReporter(
+                                                     parameter_columns={"replica_config/replica": "replica",
+                                                                        "replica_config/seed": "seed"},
+                                                     metric_columns={"objective.robust": "robust",
+                                                                     "objective.clean": "clean"},
+                                                     max_report_frequency=30),
                                                  failure_config=tune.FailureConfig(max_failures=1)))
     results = tuner.fit()
     rows = []
@@ -182,10 +189,7 @@ def language_distance(analysis: dict, reference: dict, langs: list[str], best: s
 
 
 def plot_distance(path: Path, distance: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for latin, marker in ((True, "o"), (False, "s")):
@@ -200,16 +204,11 @@ def plot_distance(path: Path, distance: dict) -> None:
     ax.set_xlabel("untrained encoder: L->English accuracy (%)")
     ax.set_ylabel("robust accuracy gain, best vs r = 0 (points)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_curves(path: Path, rows: list[dict], reference: dict, langs: list[str], radii, best: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from study import stats
 
@@ -236,9 +235,7 @@ def plot_curves(path: Path, rows: list[dict], reference: dict, langs: list[str],
         ax.set_ylabel("L->English accuracy@1 (%)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def findings(settings, chosen, analysis, distance, langs, radii, seeds, budget, hardware, minutes) -> str:

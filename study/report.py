@@ -27,6 +27,24 @@ SEARCHED_PARAMS = ("ratio", "epsilon", "method", "attack_steps", "step_ratio", "
                    "temperature", "epochs", "freeze_embeddings")
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on cluster nodes and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _value(text: str):
     for cast in (int, float):
         try:
@@ -110,10 +128,7 @@ def markdown_table(rows: list[dict], best: dict | None, baseline: dict | None) -
 
 
 def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dict, top: int = 6) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     columns = ranked[:top]
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(columns), 1.2 + 0.32 * len(langs)), squeeze=False)
@@ -130,16 +145,11 @@ def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dic
             ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=6)
         ax.set_title(f"{figure} accuracy: trial - baseline (points)")
         fig.colorbar(image, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
     for ax, group in zip(axes[0], ("low", "high")):
@@ -152,16 +162,11 @@ def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict]) 
         ax.set_title(f"{group}-resource group")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 5))
     xs = [100 * t["metrics"]["objective.clean"] for t in trials]
@@ -178,9 +183,7 @@ def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dic
     ax.set_ylabel("attacked accuracy, target group (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def param_importances(trials: list[dict], key: str) -> dict[str, float]:

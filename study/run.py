@@ -21,6 +21,8 @@ from study.errors import UsageError, cli_main
 # The classic reporter shows one live table with the columns we choose (r, epsilon, epoch, objective).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# one checkpoint per epoch is what we want; Ray warns about it on every short epoch
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 OBJECTIVES = {"robust": "objective.robust", "clean": "objective.clean"}
 PARETO_METRICS = ["objective.clean", "objective.robust"]

@@ -216,9 +216,11 @@ def start_ray(address: str | None, dashboard_host: str):
             context = ray.init(address=address, logging_level=logging.WARNING)
         else:
             context = ray.init(include_dashboard=True, dashboard_host=dashboard_host, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as err:
+        # a wrong or missing token looks like any other failed connection (after ~20 s of retries)
+        hint = " (a cluster with token auth needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH)" if address else ""
         raise UsageError(f"cannot connect to Ray at {address or 'a new local instance'}: "
-                         f"{str(err).splitlines()[0][:200]}") from None
+                         f"{str(err).splitlines()[0][:200]}{hint}") from None
     url = getattr(context, "dashboard_url", None)
     print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not running", file=sys.stderr)
     return context

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -37,20 +38,31 @@ def wait_until(check, timeout: float, what: str):
 
 
 # ----------------------------------------------------------------------------- two Ray nodes
+def start_ray(*args: str) -> None:
+    done = subprocess.run([RAY, "start", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"ray start {' '.join(args)} failed:\n{done.stderr[-3000:]}"
+
+
 @pytest.fixture
-def two_node_cluster(tmp_path):
-    """A head node and a worker node (one CPU each; the worker carries a custom resource), both local."""
+def two_node_cluster(tmp_path, monkeypatch):
+    """A head node and a worker node (one CPU each; the worker carries a custom resource), both local,
+    with token authentication on and a private token, set explicitly: Ray 2.60's `ray start --head` turns
+    token auth on by itself whenever ~/.ray/auth_token exists (any earlier local ray.init writes one),
+    but `ray start --address` does not, so the worker could not join."""
     port = free_port()
     temp = tempfile.mkdtemp(prefix="ray2n-", dir="/tmp")  # Ray's socket paths must stay short
+    token = Path(temp) / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    # both nodes, ray.init below and the study CLI (which inherits os.environ) use this token
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
-    subprocess.run([RAY, "start", "--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
-                    "--temp-dir", temp, "--include-dashboard", "false", *common],
-                   check=True, capture_output=True, timeout=120)
     address = f"127.0.0.1:{port}"
     try:
-        subprocess.run([RAY, "start", "--address", address, "--node-ip-address", "127.0.0.1",
-                        "--resources", '{"second_node": 1}', *common],
-                       check=True, capture_output=True, timeout=120)
+        start_ray("--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--temp-dir", temp,
+                  "--include-dashboard", "false", *common)
+        start_ray("--address", address, "--node-ip-address", "127.0.0.1", "--resources", '{"second_node": 1}',
+                  *common)
         yield address
     finally:
         stop_ray_processes_under(temp)

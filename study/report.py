@@ -4,7 +4,7 @@ Reads the trials from MLflow (the parent run named in STUDY_DIR/study.json and i
 reference row (the untrained encoder) from STUDY_DIR/reference.json, then writes into STUDY_DIR/report/
 and logs to the parent run:
   summary.md, summary.csv   per language and group: reference, r = 0 baseline, best trial (and the change)
-  heatmap.png               per-language change against the baseline, for the best trials
+  heatmap.png               per-language change against the r = 0 baseline: best trials, untrained encoder
   radius_curves.png         accuracy against attack radius: reference, baseline, best trial
   pareto.png                clean against robust accuracy of every trial, the Pareto front marked
   importances.json/.png     Optuna's parameter importances for the objective
@@ -127,23 +127,27 @@ def markdown_table(rows: list[dict], best: dict | None, baseline: dict | None) -
             + "\n".join(lines) + "\n")
 
 
-def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dict, top: int = 6) -> None:
+def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dict, reference: dict,
+                 top: int = 6) -> None:
+    """Per language, each of the best trials minus the r = 0 baseline, in points; the first column is the
+    untrained encoder minus the baseline (what plain fine-tuning changed, with the sign flipped)."""
     plt = pyplot()
 
-    columns = ranked[:top]
+    columns = [("untrained", reference)] if reference else []
+    columns += [(f"r={t['params'].get('ratio', 0):.2f}\neps={t['params'].get('epsilon', 0):.2g}", t["metrics"])
+                for t in ranked if t is not baseline][:top]
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(columns), 1.2 + 0.32 * len(langs)), squeeze=False)
     for ax, figure in zip(axes[0], ("clean", "robust")):
-        data = np.array([[100 * (t["metrics"].get(f"acc.{lang}.{figure}", np.nan)
-                                 - baseline["metrics"].get(f"acc.{lang}.{figure}", np.nan)) for t in columns]
+        data = np.array([[100 * (metrics.get(f"acc.{lang}.{figure}", np.nan)
+                                 - baseline["metrics"].get(f"acc.{lang}.{figure}", np.nan)) for _, metrics in columns]
                          for lang in langs])
         limit = max(1.0, np.nanmax(np.abs(data))) if data.size else 1.0
         image = ax.imshow(data, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_yticks(range(len(langs)), [f"{lang} ({group_of(lang)})" for lang in langs])
-        labels = [f"r={t['params'].get('ratio', 0):.2f}\neps={t['params'].get('epsilon', 0):.2g}" for t in columns]
-        ax.set_xticks(range(len(columns)), labels, fontsize=7)
+        ax.set_xticks(range(len(columns)), [label for label, _ in columns], fontsize=7)
         for (i, j), value in np.ndenumerate(data):
             ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=6)
-        ax.set_title(f"{figure} accuracy: trial - baseline (points)")
+        ax.set_title(f"{figure} accuracy minus the r = 0 baseline (points)")
         fig.colorbar(image, ax=ax, shrink=0.8)
     save_figure(fig, path)
 
@@ -244,7 +248,7 @@ def build_report(study_dir: Path, client=None, print_table: bool = False) -> Pat
         (out / "best_config.json").write_text(json.dumps(
             {k: v for k, v in best["params"].items() if not k.startswith("eval.")}, indent=2))
     if baseline and ranked:
-        plot_heatmap(out / "heatmap.png", langs, ranked, baseline)
+        plot_heatmap(out / "heatmap.png", langs, ranked, baseline, reference)
     radii = sorted(settings["eval"].get("radii") or [])
     if not radii:
         from study.evaluate import DEFAULT_RADII

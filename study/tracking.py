@@ -187,7 +187,9 @@ def failure_reason(trial) -> str:
     """The last meaningful line of the trial's error (e.g. 'TrainingDiverged: training loss became nan ...')."""
     text = ""
     try:
-        text = trial.get_error() or ""
+        # the driver-side copy first: get_error() reads the storage copy, which only appears once Tune syncs
+        local = Path(trial.error_file) if trial.error_file else None
+        text = local.read_text() if local and local.is_file() else trial.get_error() or ""
     except Exception:  # error file unavailable
         pass
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]

@@ -4,6 +4,7 @@ server backed by a real PostgreSQL server. The study CLI joins them with --addre
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -80,14 +81,18 @@ def stop_ray_processes_under(temp: str) -> None:
     psutil.wait_procs(mine, timeout=30)
 
 
-def test_study_spreads_its_trials_over_two_ray_nodes(two_node_cluster, tmp_path):
-    import ray
+def alive_nodes(address: str) -> dict[str, dict]:
+    """{node id: resources} of the cluster, asked from a fresh process: this one's Ray config (the auth mode
+    included) is fixed once any earlier test has started Ray in it."""
+    code = ("import json, sys, ray; ray.init(address=sys.argv[1], configure_logging=False); "
+            "print(json.dumps({n['NodeID']: n['Resources'] for n in ray.nodes() if n['Alive']}))")
+    done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    ray.init(address=two_node_cluster, configure_logging=False)
-    try:
-        nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-    finally:
-        ray.shutdown()
+
+def test_study_spreads_its_trials_over_two_ray_nodes(two_node_cluster, tmp_path):
+    nodes = alive_nodes(two_node_cluster)
     assert len(nodes) == 2 and sum("second_node" in r for r in nodes.values()) == 1
 
     study_dir = tmp_path / "two_nodes"

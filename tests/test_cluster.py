@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from studytools import run_cli, study_runs
+from studytools import run_cli, start_cli, study_runs, wait_for
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -27,15 +26,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(check, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ----------------------------------------------------------------------------- two Ray nodes
@@ -54,7 +44,7 @@ def two_node_cluster(tmp_path, monkeypatch):
     temp = tempfile.mkdtemp(prefix="ray2n-", dir="/tmp")  # Ray's socket paths must stay short
     token = Path(temp) / "auth_token"
     token.write_text(secrets.token_hex(32))
-    # both nodes, ray.init below and the study CLI (which inherits os.environ) use this token
+    # both nodes, alive_nodes and the study CLI (child processes inherit os.environ) use this token
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
@@ -145,29 +135,26 @@ def postgres_uri():
 def mlflow_server(postgres_uri, tmp_path):
     """`mlflow server` on 127.0.0.1 with the PostgreSQL backend store and a local artifact store."""
     port = free_port()
-    log = open(tmp_path / "mlflow-server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_uri,
-                               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-                               "--port", str(port), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    log = tmp_path / "mlflow-server.log"
+    server = start_cli("mlflow", "server", "--backend-store-uri", postgres_uri, "--artifacts-destination",
+                       str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                       log=log)
     uri = f"http://127.0.0.1:{port}"
     try:
         import requests
 
         def healthy():
-            assert server.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-3000:]
             try:
                 return requests.get(uri + "/health", timeout=2).ok
             except requests.RequestException:
                 return False
 
-        wait_until(healthy, 180, "the MLflow server")
+        wait_for(healthy, server, log, timeout=180, what="the MLflow server")
         yield uri
     finally:
         if server.poll() is None:
             os.killpg(server.pid, 15)
             server.wait(timeout=60)
-        log.close()
 
 
 def test_study_logs_to_an_mlflow_server_on_postgresql(mlflow_server, postgres_uri, tmp_path):

@@ -1,14 +1,26 @@
 """Hybrid-batch robust fine-tuning study for zero-shot cross-lingual retrieval.
 
-Where things live:
-  study.models     the default encoder (converted offline once) and model loading
-  study.data       Tatoeba pairs per language, English training / check pairs
-  study.languages  metadata of the 112 Tatoeba languages and the default groups
-  study.encoding   sentence embeddings: tokenise, batch by length, mean-pool
-  study.evaluate   per-language retrieval accuracy: clean, attacked, noised, typo'd
-  study.tracking   MLflow: one parent run per study, one child run per trial
-  study.run        the CLI that runs a study on Ray Tune with Optuna
-  study.report     tables and plots of a finished study
-  trainables/      the hybrid-batch training (where r and epsilon enter)
-  search_spaces/   what Optuna searches
+Where things live (commands, run as `python -m study.<name>`, import only the library modules):
+  study.run         command: run a study on Ray Tune with Optuna
+  study.replicate   command: re-run the baseline and the best configurations with new seeds; the findings
+  study.report      command: rebuild a study's report
+  study.evaluate    command: evaluate one encoder on Tatoeba languages
+  study.bench       command: benchmarks (training step, encoding)
+  study.models      the default encoder (converted offline once) and model loading; command: prepare it
+  study.data        Tatoeba pairs per language, English training / check pairs
+  study.languages   metadata of the 112 Tatoeba languages and the default groups
+  study.encoding    sentence embeddings: tokenise, batch by length, mean-pool
+  study.robustness  per-language retrieval accuracy: clean, attacked, noised, typo'd; the objectives
+  study.budgets     how big a study and its replication are (smoke, cpu, gpu)
+  study.studydir    a study's directory: study.json, reference.json, atomic JSON writes
+  study.raycluster  joining or starting Ray; the untrained encoder's reference row as a Ray task
+  study.tuning      Ray Tune set-up: param space from the search space, Optuna, ASHA, progress table
+  study.tracking    MLflow: one parent run per study, one child run per trial
+  study.trials      a study's trials read back from MLflow: ranked, baseline, Pareto front
+  study.reporting   the report of a study: tables, importances, plots
+  study.plots       every figure the project draws
+  study.stats       intervals over seeds and sentences
+  study.errors      error types; bad input becomes one line and exit code 2
+  trainables/       the trial configuration and the hybrid-batch training (where r and epsilon enter)
+  search_spaces/    what Optuna searches
 """

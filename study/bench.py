@@ -26,13 +26,14 @@ def _sync(device: torch.device) -> None:
 
 # ----------------------------------------------------------------------------- train-step
 def bench_train_step(args) -> None:
+    from trainables.config import TrialConfig
     from trainables.hybrid import adversarial_count, hybrid_step, plain_step
     from trainables.trainable import HybridTrainer
 
     ratios = (0.0, 0.25, 0.5, 1.0)
-    trainer = HybridTrainer(dict(model=args.model, method="pgd", attack_steps=args.steps, epsilon=0.5,
-                                 batch_size=args.batch_size, max_train_pairs=args.batch_size * args.batches,
-                                 max_seq_len=args.max_len, lr=1e-6, warmup_ratio=0.0))
+    trainer = HybridTrainer(TrialConfig(model=args.model, method="pgd", attack_steps=args.steps, epsilon=0.5,
+                                        batch_size=args.batch_size, max_train_pairs=args.batch_size * args.batches,
+                                        max_seq_len=args.max_len, lr=1e-6, warmup_ratio=0.0))
     batches = list(trainer.batches())
     device, n, k = trainer.encoder.device, args.batch_size, args.steps
     cfg = trainer.cfg
@@ -43,8 +44,9 @@ def bench_train_step(args) -> None:
         if ratio is None:
             plain_step(trainer.model, batch, trainer.loss_fn, trainer.encoder.pad_id, trainer.encoder.autocast)
         else:
-            hybrid_step(trainer.model, batch, trainer.loss_fn, trainer.attack, ratio, trainer.selection_rng,
-                        trainer.encoder.pad_id, cfg["perturb"], trainer.encoder.autocast)
+            hybrid_step(trainer.model, batch, trainer.loss_fn, attack=trainer.attack, ratio=ratio,
+                        generator=trainer.selection_rng, pad_id=trainer.encoder.pad_id, perturb=cfg.perturb,
+                        autocast=trainer.encoder.autocast)
         torch.nn.utils.clip_grad_norm_([p for p in trainer.model.parameters() if p.requires_grad], 1.0)
         trainer.optimizer.step()
 

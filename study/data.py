@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, concatenate_datasets
 
-from study.errors import UsageError
+from study.errors import DataError
 
 ENV_DATA_DIR = "STUDY_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -32,12 +32,12 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     if data_dir is not None:
         path = Path(data_dir).expanduser()
         if not path.is_dir():
-            raise UsageError(f"data directory {data_dir} does not exist")
+            raise DataError(f"data directory {data_dir} does not exist")
         return path.resolve()
     if os.environ.get(ENV_DATA_DIR):
         path = Path(os.environ[ENV_DATA_DIR]).expanduser()
         if not path.is_dir():
-            raise UsageError(f"data directory {path} (from ${ENV_DATA_DIR}) does not exist")
+            raise DataError(f"data directory {path} (from ${ENV_DATA_DIR}) does not exist")
         return path.resolve()
     beside = REPO_ROOT.parent / "shared" / "data"
     return beside.resolve() if beside.is_dir() else None
@@ -50,16 +50,16 @@ def describe_data_dir(data_dir: Path | None) -> str:
 # ----------------------------------------------------------------------------- Tatoeba
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
-        raise UsageError(f"missing data file {path}")
+        raise DataError(f"missing data file {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise UsageError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise DataError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     if not lines:
-        raise UsageError(f"data file {path} is empty")
+        raise DataError(f"data file {path} is empty")
     return lines
 
 
@@ -73,18 +73,18 @@ def load_tatoeba(lang: str, data_dir: Path | None = None, max_pairs: int | None 
     from study.languages import LANGUAGES
 
     if lang not in LANGUAGES:
-        raise UsageError(f"unknown language code '{lang}' (expected one of the 112 Tatoeba codes)")
+        raise DataError(f"unknown language code '{lang}' (expected one of the 112 Tatoeba codes)")
     if data_dir is None:
         return _tatoeba_from_hub(lang, max_pairs)
     base = data_dir / "tatoeba" / f"tatoeba.{lang}-eng"
     source = _read_lines(base.with_name(f"{base.name}.{lang}"))
     english = _read_lines(base.with_name(f"{base.name}.eng"))
     if len(source) != len(english):
-        raise UsageError(f"{base}.{lang} has {len(source)} lines but {base}.eng has {len(english)}: "
+        raise DataError(f"{base}.{lang} has {len(source)} lines but {base}.eng has {len(english)}: "
                          "the files must be line-aligned")
     for number, (s, e) in enumerate(zip(source, english), start=1):
         if not s.strip() or not e.strip():
-            raise UsageError(f"{base}.{lang if not s.strip() else 'eng'} line {number} is empty")
+            raise DataError(f"{base}.{lang if not s.strip() else 'eng'} line {number} is empty")
     if max_pairs:
         source, english = source[:max_pairs], english[:max_pairs]
     return Dataset.from_dict({"source": source, "english": english})
@@ -101,39 +101,39 @@ def _tatoeba_from_hub(lang: str, max_pairs: int | None) -> Dataset:
 # ----------------------------------------------------------------------------- English pairs
 def _read_stsb(path: Path) -> Dataset:
     if not path.is_file():
-        raise UsageError(f"missing data file {path}")
+        raise DataError(f"missing data file {path}")
     rows = []
     with path.open(encoding="utf-8", newline="") as f:
         for number, row in enumerate(csv.reader(f), start=1):
             if len(row) != 3:
-                raise UsageError(f"{path} line {number}: expected 3 fields sentence1,sentence2,score, got {len(row)}")
+                raise DataError(f"{path} line {number}: expected 3 fields sentence1,sentence2,score, got {len(row)}")
             try:
                 rows.append((row[0], row[1], float(row[2])))
             except ValueError:
-                raise UsageError(f"{path} line {number}: score {row[2]!r} is not a number") from None
+                raise DataError(f"{path} line {number}: score {row[2]!r} is not a number") from None
     if not rows:
-        raise UsageError(f"data file {path} is empty")
+        raise DataError(f"data file {path} is empty")
     s1, s2, score = zip(*rows)
     return Dataset.from_dict({"sentence1": list(s1), "sentence2": list(s2), "score": list(score)})
 
 
 def _read_msrp(path: Path) -> Dataset:
     if not path.is_file():
-        raise UsageError(f"missing data file {path}")
+        raise DataError(f"missing data file {path}")
     s1, s2, label = [], [], []
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if not header or header[0] != "Quality" or len(header) != 5:
-            raise UsageError(f"{path}: expected the header 'Quality #1 ID #2 ID #1 String #2 String'")
+            raise DataError(f"{path}: expected the header 'Quality #1 ID #2 ID #1 String #2 String'")
         for number, row in enumerate(reader, start=2):
             if len(row) != 5 or row[0] not in ("0", "1"):
-                raise UsageError(f"{path} line {number}: expected 5 tab-separated fields with a 0/1 quality")
+                raise DataError(f"{path} line {number}: expected 5 tab-separated fields with a 0/1 quality")
             label.append(int(row[0]))
             s1.append(row[3])
             s2.append(row[4])
     if not label:
-        raise UsageError(f"data file {path} has no rows")
+        raise DataError(f"data file {path} has no rows")
     return Dataset.from_dict({"sentence1": s1, "sentence2": s2, "label": label})
 
 

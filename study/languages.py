@@ -230,6 +230,11 @@ def resolve_languages(langs: str | list[str] | None = None, group: str | None = 
     return list(dict.fromkeys(codes))
 
 
+def in_group(langs, group: str) -> list[str]:
+    """The codes of `langs` that belong to `group` ("low", "high" or "other"), in their order."""
+    return [code for code in langs if group_of(code) == group]
+
+
 def group_of(code: str) -> str:
     """``"low"`` / ``"high"`` for members of the default groups, else ``"other"``."""
     if code in LOW_RESOURCE_GROUP:

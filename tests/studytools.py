@@ -11,6 +11,8 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from study.tracking import PARENT_TAG
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,7 +50,7 @@ def study_runs(study_dir: Path, tracking_uri: str | None = None):
     client = MlflowClient(tracking_uri=tracking_uri or saved["tracking_uri"])
     parent = client.get_run(saved["parent_run_id"])
     children = client.search_runs([saved["experiment_id"]],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+                                  filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
     return client, parent, children
 
 

@@ -16,7 +16,7 @@ from study.data import (
     load_tatoeba,
     resolve_data_dir,
 )
-from study.errors import UsageError
+from study.errors import DataError
 
 
 def _raw_lines(path: Path) -> list[str]:
@@ -61,7 +61,7 @@ def test_load_tatoeba_max_pairs_keeps_the_first_pairs(data_dir):
 
 
 def test_load_tatoeba_unknown_code_names_it(data_dir):
-    with pytest.raises(UsageError, match="'xyz'"):
+    with pytest.raises(DataError, match="'xyz'"):
         load_tatoeba("xyz", data_dir)
 
 
@@ -96,33 +96,33 @@ def test_malformed_copy_intact_language_still_loads(bad_tatoeba):
 
 
 def test_truncated_file_is_named(bad_tatoeba):
-    with pytest.raises(UsageError, match="line-aligned") as err:
+    with pytest.raises(DataError, match="line-aligned") as err:
         load_tatoeba("swh", bad_tatoeba)
     assert str(bad_tatoeba / "tatoeba" / "tatoeba.swh-eng.eng") in str(err.value)
     assert "6 lines" in str(err.value) and "5" in str(err.value)
 
 
 def test_empty_file_is_named(bad_tatoeba):
-    with pytest.raises(UsageError, match="empty") as err:
+    with pytest.raises(DataError, match="empty") as err:
         load_tatoeba("deu", bad_tatoeba)
     assert str(bad_tatoeba / "tatoeba" / "tatoeba.deu-eng.eng") in str(err.value)
 
 
 def test_non_utf8_file_is_named(bad_tatoeba):
-    with pytest.raises(UsageError, match="not UTF-8") as err:
+    with pytest.raises(DataError, match="not UTF-8") as err:
         load_tatoeba("fra", bad_tatoeba)
     assert str(bad_tatoeba / "tatoeba" / "tatoeba.fra-eng.fra") in str(err.value)
 
 
 def test_blank_line_is_named_with_its_number(bad_tatoeba):
-    with pytest.raises(UsageError, match="line 4 is empty") as err:
+    with pytest.raises(DataError, match="line 4 is empty") as err:
         load_tatoeba("ita", bad_tatoeba)
     assert str(bad_tatoeba / "tatoeba" / "tatoeba.ita-eng.ita") in str(err.value)
 
 
 def test_missing_file_is_named(bad_tatoeba):
     (bad_tatoeba / "tatoeba" / "tatoeba.tur-eng.eng").unlink()
-    with pytest.raises(UsageError, match="missing data file") as err:
+    with pytest.raises(DataError, match="missing data file") as err:
         load_tatoeba("tur", bad_tatoeba)
     assert str(bad_tatoeba / "tatoeba" / "tatoeba.tur-eng.eng") in str(err.value)
 
@@ -172,7 +172,7 @@ def test_stsb_wrong_field_count_names_file_and_line(tmp_path):
     data = _stsb_dir(tmp_path, ["A plane is taking off.,An air plane is taking off.,5.0",
                                 "A man is playing a flute.,4.2",
                                 "A dog runs.,A dog is running.,4.5"])
-    with pytest.raises(UsageError, match=r"line 2: expected 3 fields") as err:
+    with pytest.raises(DataError, match=r"line 2: expected 3 fields") as err:
         load_english_pairs("train", data)
     assert str(data / "stsb-multi-mt" / "stsb-en-train.csv") in str(err.value)
 
@@ -181,7 +181,7 @@ def test_stsb_non_number_score_names_file_and_line(tmp_path):
     data = _stsb_dir(tmp_path, ["A plane is taking off.,An air plane is taking off.,5.0",
                                 "A dog runs.,A dog is running.,4.5",
                                 "A man is playing a flute.,A man plays a flute.,high"])
-    with pytest.raises(UsageError, match=r"line 3: score 'high' is not a number") as err:
+    with pytest.raises(DataError, match=r"line 3: score 'high' is not a number") as err:
         load_stsb("train", data)
     assert str(data / "stsb-multi-mt" / "stsb-en-train.csv") in str(err.value)
 
@@ -192,7 +192,7 @@ def test_msrp_malformed_line_names_file_and_line(tmp_path):
     path.write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
                     "1\t1\t2\tA man sleeps.\tA man is sleeping.\n"
                     "yes\t3\t4\tA cat eats.\tA cat is eating.\n", encoding="utf-8")
-    with pytest.raises(UsageError, match="line 3") as err:
+    with pytest.raises(DataError, match="line 3") as err:
         load_msrp("train", tmp_path)
     assert str(path) in str(err.value)
 
@@ -228,12 +228,12 @@ def test_resolve_data_dir_real_layout(monkeypatch):
 
 def test_resolve_data_dir_nonexistent_explicit_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path))  # a valid env must not rescue a bad explicit argument
-    with pytest.raises(UsageError, match="does not exist") as err:
+    with pytest.raises(DataError, match="does not exist") as err:
         resolve_data_dir(tmp_path / "nope")
     assert "nope" in str(err.value)
 
 
 def test_resolve_data_dir_nonexistent_env_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "gone"))
-    with pytest.raises(UsageError, match=ENV_DATA_DIR):
+    with pytest.raises(DataError, match=ENV_DATA_DIR):
         resolve_data_dir()

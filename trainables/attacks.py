@@ -38,6 +38,12 @@ def random_in_ball(inputs: torch.Tensor, mask: torch.Tensor, eps: float, norm: s
     return delta * mask.unsqueeze(-1).to(delta.dtype)
 
 
+def default_alpha(eps: float, steps: int) -> float:
+    """The step size when none is given: 2.5 * eps / steps (Madry et al.'s rule: K steps can cross the ball
+    and come back)."""
+    return 2.5 * eps / max(steps, 1)
+
+
 class EmbeddingAttack:
     """Budget and geometry shared by all attacks."""
 
@@ -89,7 +95,7 @@ class PGD(EmbeddingAttack):
                  random_start: bool = True, generator: torch.Generator | None = None):
         super().__init__(eps, norm, generator)
         self.steps = steps
-        self.alpha = alpha if alpha is not None else 2.5 * eps / max(steps, 1)
+        self.alpha = alpha if alpha is not None else default_alpha(eps, steps)
         self.use_random_start = random_start
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor, loss_fn) -> torch.Tensor:
@@ -123,7 +129,7 @@ class FreeLB(EmbeddingAttack):
                  generator: torch.Generator | None = None):
         super().__init__(eps, norm, generator)
         self.steps = steps
-        self.alpha = alpha if alpha is not None else 2.5 * eps / max(steps, 1)
+        self.alpha = alpha if alpha is not None else default_alpha(eps, steps)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor, loss_fn) -> torch.Tensor:
         inputs = inputs.detach()
@@ -162,7 +168,7 @@ ATTACKS = {cls.name: cls for cls in (PGD, FGSM, FreeLB, RandomPerturbation)}
 
 def make_attack(method: str, eps: float, steps: int = 3, step_ratio: float | None = None, norm: str = "l2",
                 samples: int = 1, generator: torch.Generator | None = None) -> EmbeddingAttack:
-    """An attack from a trial config: alpha = step_ratio * eps (default 2.5 / steps, Madry's rule)."""
+    """An attack from a trial config: alpha = step_ratio * eps (default: `default_alpha`)."""
     if method not in ATTACKS:
         raise ValueError(f"unknown attack method {method!r} (one of {', '.join(ATTACKS)})")
     alpha = step_ratio * eps if step_ratio is not None else None

@@ -74,10 +74,35 @@ def plain_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, pad_id:
     return loss.item()
 
 
-def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, attack: EmbeddingAttack | None,
+def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, attack: EmbeddingAttack | None,
                 ratio: float, generator: torch.Generator, pad_id: int, perturb: str = "anchor",
                 autocast=nullcontext) -> tuple[float, int]:
-    """One hybrid-batch step; gradients are left in the parameters. Returns (loss, adversarial pairs)."""
+    """One hybrid-batch step: round(r n) pairs made adversarial, the loss over the whole batch, backward.
+
+    Args:
+        model: the encoder (a transformers model taking `inputs_embeds`); its parameters receive gradients.
+        batch: n (anchor, positive) pairs of token ids.
+        loss_fn: the in-batch contrastive loss over all n pairs, clean and adversarial together.
+        attack: perturbs the adversarial sentences' input embeddings within its eps-ball; None = plain step.
+        ratio: r, the share of pairs made adversarial (`adversarial_count`).
+        generator: draws which pairs are adversarial (seeded: a restored trial draws the same).
+        pad_id: the tokenizer's padding id.
+        perturb: "anchor" perturbs the adversarial anchors; "both" their positives too.
+        autocast: the encoder's autocast context (bf16 on CUDA).
+
+    Gradient contract: on return the parameters' `.grad` hold d loss / d theta (added to what was there; the
+    caller zeroes, clips and steps). How the adversarial part gets there depends on the attack:
+      - `attack.accumulates_parameter_gradients` False (PGD, FGSM): the attack only computes gradients with
+        respect to its perturbation (`torch.autograd.grad`); here one final pass at the perturbed point, from
+        the live embedding table, is back-propagated into the parameters.
+      - True (FreeLB, rs-rp): the attack itself calls `backward()` on each loss it evaluates, divided by
+        its number of evaluations, so the parameters hold the mean gradient over its perturbations; no final
+        pass is run, and the loss returned is the mean of the losses it saw.
+    The clean sentences enter every loss as detached leaves; their gradients are collected over all passes
+    and sent through the clean graphs once, at the end.
+
+    Returns: (loss value, number of adversarial pairs).
+    """
     n = len(batch)
     clean, adv = choose_adversarial(n, ratio, generator)
     if not adv or attack is None:

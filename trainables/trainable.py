@@ -1,10 +1,10 @@
 """The Ray Tune trainable: a plain function that fine-tunes the encoder on English pairs with hybrid
 batches and reports per-language zero-shot retrieval robustness after every epoch.
 
-It reads its config (defaults below), resumes from `tune.get_checkpoint()` (weights, optimizer, scheduler
-and RNG state, so a restored trial continues exactly), and calls `tune.report(metrics, checkpoint=...)`.
-A loss that turns NaN or infinite raises `TrainingDiverged`: Ray marks that trial failed with the reason,
-the study goes on.
+It reads its config (a `trainables.config.TrialConfig`, which refuses unknown keys), resumes from
+`tune.get_checkpoint()` (weights, optimizer, scheduler and RNG state, so a restored trial continues
+exactly), and calls `tune.report(metrics, checkpoint=...)`. A loss that turns NaN or infinite raises
+`TrainingDiverged`: Ray marks that trial failed with the reason, the study goes on.
 """
 
 from __future__ import annotations
@@ -20,38 +20,12 @@ from safetensors.torch import load_file, save_file
 
 from study.data import load_english_pairs, resolve_data_dir
 from study.encoding import Encoder
-from study.evaluate import EvalConfig, evaluate_encoder
 from study.models import resolve_model
+from study.robustness import evaluate_encoder
 from trainables.attacks import make_attack
+from trainables.config import TrialConfig
 from trainables.hybrid import PairBatch, hybrid_step
 from trainables.losses import InBatchContrastiveLoss
-
-DEFAULT_CONFIG = dict(
-    ratio=0.5,              # r: share of each batch made adversarial
-    epsilon=0.5,            # perturbation radius, L2 per token (word vectors here have norm ~1.6)
-    method="pgd",           # pgd | fgsm | freelb | rs-rp
-    norm="l2",              # l2 (per token) | linf
-    attack_steps=3,         # K for pgd / freelb
-    step_ratio=None,        # alpha / epsilon; None = 2.5 / K
-    smoothing_samples=1,    # random draws per adversarial example for rs-rp
-    perturb="anchor",       # anchor | both
-    lr=2e-5,
-    weight_decay=0.01,
-    warmup_ratio=0.1,
-    epochs=1,
-    batch_size=32,
-    temperature=0.05,
-    max_grad_norm=1.0,
-    freeze_embeddings=True,  # the word-embedding table is 82% of the parameters of e5-small
-    max_train_pairs=None,
-    max_seq_len=64,
-    seed=0,
-    # set by the study driver:
-    model="multilingual-e5-small",
-    data_dir=None,
-    eval={},
-    eval_every_epoch=True,  # False: evaluate after the last epoch only (replications: no early stopping)
-)
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,15 +46,15 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_optimizer(model, cfg: dict, total_steps: int):
+def build_optimizer(model, cfg: TrialConfig, total_steps: int):
     """AdamW (no decay on biases and LayerNorm) with linear warmup then linear decay to zero."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim == 1 else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
-    warmup = max(1, int(cfg["warmup_ratio"] * total_steps))
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    warmup = max(1, int(cfg.warmup_ratio * total_steps))
     schedule = lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / max(1, total_steps - warmup)))
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -88,34 +62,33 @@ def build_optimizer(model, cfg: dict, total_steps: int):
 class HybridTrainer:
     """State of one trial: model, optimizer, data and generators; `train_epoch()` runs the loop."""
 
-    def __init__(self, config: dict):
-        cfg = self.cfg = {**DEFAULT_CONFIG, **config}
-        torch.manual_seed(cfg["seed"])
-        self.data_dir = resolve_data_dir(cfg["data_dir"]) if cfg["data_dir"] else resolve_data_dir()
-        self.encoder = Encoder.load(resolve_model(cfg["model"]), device=_device(), max_length=cfg["max_seq_len"])
+    def __init__(self, config: TrialConfig | dict):
+        cfg = self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+        torch.manual_seed(cfg.seed)
+        self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.data_dir else resolve_data_dir()
+        self.encoder = Encoder.load(resolve_model(cfg.model), device=_device(), max_length=cfg.max_seq_len)
         self.model = self.encoder.model.train()
-        if cfg["freeze_embeddings"]:
+        if cfg.freeze_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
 
         pairs = load_english_pairs("train", self.data_dir)
-        if cfg["max_train_pairs"]:
-            pairs = pairs.shuffle(seed=cfg["seed"]).select(range(min(cfg["max_train_pairs"], len(pairs))))
+        if cfg.max_train_pairs:
+            pairs = pairs.shuffle(seed=cfg.seed).select(range(min(cfg.max_train_pairs, len(pairs))))
         self.anchors, self.positives = self.encoder.tokenize(pairs["anchor"]), self.encoder.tokenize(pairs["positive"])
-        self.steps_per_epoch = math.ceil(len(self.anchors) / cfg["batch_size"])
-        self.optimizer, self.scheduler = build_optimizer(self.model, cfg, cfg["epochs"] * self.steps_per_epoch)
-        self.loss_fn = InBatchContrastiveLoss(cfg["temperature"])
-        self.selection_rng = torch.Generator().manual_seed(cfg["seed"] + 1)
-        self.attack_rng = torch.Generator(device=_device()).manual_seed(cfg["seed"] + 2)
-        self.attack = make_attack(cfg["method"], cfg["epsilon"], steps=cfg["attack_steps"],
-                                  step_ratio=cfg["step_ratio"], norm=cfg["norm"],
-                                  samples=cfg["smoothing_samples"], generator=self.attack_rng)
+        self.steps_per_epoch = math.ceil(len(self.anchors) / cfg.batch_size)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg, cfg.epochs * self.steps_per_epoch)
+        self.loss_fn = InBatchContrastiveLoss(cfg.temperature)
+        self.selection_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.attack_rng = torch.Generator(device=_device()).manual_seed(cfg.seed + 2)
+        self.attack = make_attack(cfg.method, cfg.epsilon, steps=cfg.attack_steps, step_ratio=cfg.step_ratio,
+                                  norm=cfg.norm, samples=cfg.smoothing_samples, generator=self.attack_rng)
         self.epoch = 0
 
     def batches(self):
         """This epoch's batches, shuffled by a generator seeded with (seed, epoch): restorable for free."""
         order = torch.randperm(len(self.anchors), generator=torch.Generator().manual_seed(
-            self.cfg["seed"] * 1000 + self.epoch)).tolist()
-        size = self.cfg["batch_size"]
+            self.cfg.seed * 1000 + self.epoch)).tolist()
+        size = self.cfg.batch_size
         for start in range(0, len(order), size):
             idx = order[start : start + size]
             yield PairBatch([self.anchors[i] for i in idx], [self.positives[i] for i in idx])
@@ -123,13 +96,13 @@ class HybridTrainer:
     def train_step(self, batch: PairBatch) -> tuple[float, int]:
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
-        loss, n_adv = hybrid_step(self.model, batch, self.loss_fn, self.attack, cfg["ratio"], self.selection_rng,
-                                  self.encoder.pad_id, cfg["perturb"], self.encoder.autocast)
+        loss, n_adv = hybrid_step(self.model, batch, self.loss_fn, attack=self.attack, ratio=cfg.ratio,
+                                  generator=self.selection_rng, pad_id=self.encoder.pad_id, perturb=cfg.perturb,
+                                  autocast=self.encoder.autocast)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss became {loss} at epoch {self.epoch + 1} "
-                                   f"(lr {cfg['lr']:g}, ratio {cfg['ratio']:g}, epsilon {cfg['epsilon']:g})")
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                       cfg["max_grad_norm"])
+                                   f"(lr {cfg.lr:g}, ratio {cfg.ratio:g}, epsilon {cfg.epsilon:g})")
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         return loss, n_adv
@@ -186,25 +159,24 @@ def train_hybrid(config: dict) -> None:
     if os.path.exists(marker):
         with open(marker) as f:
             raise TrainingDiverged(f.read())
-    trainer = HybridTrainer(config)
+    trainer = HybridTrainer(TrialConfig.from_dict(config))
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             trainer.restore(directory)
-    eval_config = EvalConfig(**trainer.cfg["eval"])
     import ray
 
-    node = ray.get_runtime_context().get_node_id()
-    while trainer.epoch < trainer.cfg["epochs"]:
+    cfg, node = trainer.cfg, ray.get_runtime_context().get_node_id()
+    while trainer.epoch < cfg.epochs:
         try:
             metrics = trainer.train_epoch()
         except TrainingDiverged as err:
             with open(marker, "w") as f:
                 f.write(str(err))
             raise
-        if trainer.cfg["eval_every_epoch"] or trainer.epoch == trainer.cfg["epochs"]:
+        if cfg.eval_every_epoch or trainer.epoch == cfg.epochs:
             start = time.time()
-            evaluation = evaluate_encoder(trainer.encoder, eval_config, trainer.data_dir)
+            evaluation = evaluate_encoder(trainer.encoder, cfg.eval, trainer.data_dir)
             metrics.update(evaluation["metrics"])
             metrics["eval.seconds"] = time.time() - start
             if "hits" in evaluation:  # per-sentence hits, read by study.replicate from the trial directory

@@ -1,0 +1,55 @@
+"""How big a study and its replication are: one table, `BUDGETS`, chosen by `study.run --budget`.
+
+`eval` and `replication_eval` feed `study.robustness.EvalConfig` (the study's and the replication's
+evaluation, fixed for all their trials); `train` overrides `trainables.config.TrialConfig` defaults for every
+trial, unless the search space searches the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from study.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_samples: int  # trials, the r = 0 baseline included
+    epochs: int  # per trial, unless the space searches epochs
+    max_train_pairs: int | None  # English training pairs; None: all
+    batch_size: int  # pairs per step
+    cpus_per_trial: float
+    gpus_per_trial: float  # fractions share a GPU
+    eval: dict = field(default_factory=dict)  # the study's evaluation (EvalConfig keys)
+    train: dict = field(default_factory=dict)  # TrialConfig overrides, unless the space searches the key
+    replication_eval: dict = field(default_factory=dict)  # study.replicate's evaluation, over the study's
+
+
+BUDGETS = {
+    # a handful of tiny trials: checks that everything runs, in minutes on a laptop CPU
+    "smoke": Budget(3, 1, 32, 16, 1, 0,
+                    eval=dict(langs=["swh", "uig", "deu"], max_sentences=16, radii=(0.05, 0.2), attack_steps=1,
+                              max_english_pairs=32),
+                    train=dict(lr=1e-4, warmup_ratio=0.0),  # two steps: a rate that moves the weights
+                    replication_eval=dict(max_sentences=16, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=32)),
+    # a real but small study on a CPU-only machine (~15 minutes on 2 cores); its replication is reduced too
+    "cpu": Budget(6, 2, 192, 32, 1, 0,
+                  eval=dict(langs=["swh", "hye", "mal", "uig", "deu", "cmn"], max_sentences=48, radii=(0.05, 0.2),
+                            attack_steps=2, max_english_pairs=128),
+                  replication_eval=dict(max_sentences=32, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=128)),
+    # GPUs: the full English training data, every sentence, the default groups and radii
+    "gpu": Budget(32, 3, None, 64, 4, 1,
+                  eval=dict(langs=None, max_sentences=None, attack_steps=3),
+                  replication_eval=dict(max_sentences=None, attack_steps=3, max_english_pairs=None)),
+}
+
+
+def resolve_budget(name: str) -> tuple[str, Budget]:
+    """(name, budget); "auto" is "gpu" when this process sees a GPU, else "cpu"."""
+    if name == "auto":
+        import torch
+
+        name = "gpu" if torch.cuda.is_available() else "cpu"
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown budget '{name}' (smoke, cpu, gpu or auto)")
+    return name, BUDGETS[name]

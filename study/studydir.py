@@ -1,0 +1,63 @@
+"""A study's directory on disk: where each file lives, how it is created, read and written.
+
+    study.json       settings, MLflow ids, tracking URI (without credentials)
+    reference.json   the untrained encoder's figures (the reference row)
+    mlflow.db, mlartifacts/   the embedded MLflow store (unless a tracking server is used)
+    ray/             Ray Tune's state and checkpoints (ray/tune: the study, ray/replicate: its replication)
+    report/          study.report's tables and plots
+    replication/     study.replicate's findings
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from study.errors import StudyError
+
+STUDY_FILE = "study.json"
+REFERENCE_FILE = "reference.json"
+
+
+def write_json(path: Path, payload) -> None:
+    """Write JSON whole or not at all: into a temporary sibling, then renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def new_study_dir(out: str | None, space: str) -> Path:
+    """The directory of a new study (not created yet): `out`, or studies/<space>-<time>."""
+    path = Path(out) if out else Path("studies") / f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if path.exists() and (path / STUDY_FILE).exists():
+        raise StudyError(f"{path} already holds a study: use --resume {path}, or another --out")
+    parent = path.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise StudyError(f"output directory {path} is not writable ({parent} is "
+                         f"{'not a directory' if not parent.is_dir() else 'read-only'})")
+    return path
+
+
+def load_study(path: str | Path) -> dict:
+    """The saved study.json of a study directory."""
+    study_file = Path(path) / STUDY_FILE
+    if not study_file.is_file():
+        raise StudyError(f"{path} is not a study directory (no {STUDY_FILE})")
+    try:
+        return json.loads(study_file.read_text())
+    except json.JSONDecodeError:
+        raise StudyError(f"{study_file} is corrupt (not JSON)") from None
+
+
+def save_study(study_dir: Path, payload: dict) -> None:
+    write_json(Path(study_dir) / STUDY_FILE, payload)
+
+
+def ray_storage(study_dir: Path) -> str:
+    """Where Ray Tune keeps its experiments of this study (absolute: Ray needs one)."""
+    return str((Path(study_dir) / "ray").resolve())

@@ -1,0 +1,160 @@
+"""Ray Tune set-up, shared by the study (`study.run`) and its replication (`study.replicate`): the trials'
+param space, Optuna's searcher, ASHA, the progress table and the run config.
+
+r and epsilon enter here: the search space's domains become the Ray param space of `trainables.trainable.
+train_hybrid`, whose `TrialConfig` hands them to the hybrid-batch step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ray.tune.result import TRAINING_ITERATION
+
+from study.robustness import PARETO_METRICS, objective_metric
+from study.studydir import ray_storage
+from trainables.config import DEFAULTS, KEYS, TrialConfig, column_label
+
+STUDY_EXPERIMENT = "tune"  # ray/tune: the study's trials
+REPLICATION_EXPERIMENT = "replicate"  # ray/replicate: its replication
+# The classic reporter shows one live table with the columns we choose (r, epsilon, epoch, objective).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# one checkpoint per epoch is what we want; Ray warns about it on every short epoch
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+METRIC_COLUMNS = {"epoch": "epoch", "objective.robust": "robust", "objective.clean": "clean", "train.loss": "loss"}
+
+
+# ----------------------------------------------------------------------------- what the trials run
+def base_trial_config(settings: dict, space) -> TrialConfig:
+    """The configuration every trial of the study shares, before Optuna sets the searched keys. Precedence:
+    TrialConfig defaults < the space's fixed keys < the budget's and the command line's settings (a key the
+    space searches is left to the search)."""
+    from study.robustness import EvalConfig
+
+    overrides = {**space.fixed, **settings.get("train", {}), "epochs": settings["epochs"]}
+    if settings.get("method"):
+        overrides["method"] = settings["method"]
+    overrides = {k: v for k, v in overrides.items() if k not in space.space}
+    return TrialConfig(**overrides, model=settings["model"], data_dir=settings["data_dir"],
+                       eval=EvalConfig(**settings["eval"]), seed=settings["seed"],
+                       batch_size=settings["batch_size"], max_train_pairs=settings["max_train_pairs"])
+
+
+def trial_param_space(settings: dict, space) -> dict:
+    """Ray's param space: the space's domains for the searched keys, the base configuration for the rest."""
+    base = base_trial_config(settings, space).to_dict()
+    return {**space.to_tune_domains(), **{k: v for k, v in base.items() if k not in space.space}}
+
+
+def progress_columns(keys) -> dict[str, str]:
+    """The progress table's parameter columns for these config keys, titled as TrialConfig says."""
+    return {key: column_label(key) for key in keys if key in KEYS}
+
+
+# ----------------------------------------------------------------------------- searcher and scheduler
+def make_searcher(settings: dict, space):
+    """Optuna's TPE behind Ray's OptunaSearch, told the r = 0 baseline first, at most `max_concurrent` at once."""
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    class PruningAwareOptunaSearch(OptunaSearch):
+        """Ray's OptunaSearch tells Optuna a trial that ASHA stopped early is COMPLETE, with the value of
+        its last (early) epoch, as if that were its final score. Here it is told PRUNED instead, with its
+        per-epoch values, which is what Optuna's samplers expect of a trial stopped early."""
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            epochs = (result or {}).get("config", {}).get("epochs", settings["epochs"])
+            stopped_early = result and not error and result.get(TRAINING_ITERATION, epochs) < epochs
+            if stopped_early and not isinstance(self.metric, list) and trial_id not in self._completed_trials:
+                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+                self._completed_trials.add(trial_id)
+                return
+            super().on_trial_complete(trial_id, result, error)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    baseline = space.baseline_point(DEFAULTS)
+    sampler = optuna.samplers.TPESampler(seed=settings["seed"])
+    if settings["objective"] == "pareto":
+        searcher = PruningAwareOptunaSearch(metric=list(PARETO_METRICS), mode=["max", "max"], sampler=sampler,
+                                            points_to_evaluate=[baseline])
+    else:
+        searcher = PruningAwareOptunaSearch(sampler=sampler, points_to_evaluate=[baseline])
+    return ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"])
+
+
+def make_scheduler(settings: dict):
+    """ASHA on the epochs (single objective, more than one epoch), else none."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    epochs = settings["epochs"]
+    if settings["objective"] == "pareto" or epochs <= 1:
+        return None
+    return ASHAScheduler(time_attr=TRAINING_ITERATION, max_t=max(epochs, 1), grace_period=1, reduction_factor=2)
+
+
+# ----------------------------------------------------------------------------- tuners
+def _run_config(name: str, study_dir: Path, callback, parameter_columns: dict, max_failures: int,
+                checkpoint_config=None):
+    from ray import tune
+
+    reporter = tune.CLIReporter(parameter_columns=parameter_columns, metric_columns=METRIC_COLUMNS,
+                                max_report_frequency=30, sort_by_metric=True)
+    return tune.RunConfig(name=name, storage_path=ray_storage(study_dir), callbacks=[callback],
+                          progress_reporter=reporter, verbose=1, checkpoint_config=checkpoint_config,
+                          # a crashed worker resumes from its checkpoint
+                          failure_config=tune.FailureConfig(max_failures=max_failures))
+
+
+def _trainable(settings: dict):
+    from ray import tune
+
+    from trainables.trainable import train_hybrid
+
+    return tune.with_resources(train_hybrid, {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]})
+
+
+def study_tuner(settings: dict, study_dir: Path, callback):
+    """The study's Tuner: restored from ray/tune when a previous run left one, else new."""
+    from ray import tune
+
+    from search_spaces import load_space
+
+    space = load_space(settings["space"], settings.get("ranges"))
+    trainable = _trainable(settings)
+    state = Path(ray_storage(study_dir)) / STUDY_EXPERIMENT
+    if tune.Tuner.can_restore(str(state)):
+        return tune.Tuner.restore(str(state), trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
+    single = settings["objective"] != "pareto"
+    tune_config = tune.TuneConfig(metric=objective_metric(settings["objective"]) if single else None,
+                                  mode="max" if single else None, search_alg=make_searcher(settings, space),
+                                  scheduler=make_scheduler(settings), num_samples=settings["num_samples"],
+                                  trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
+    columns = progress_columns([*space.space, "method"])
+    run_config = _run_config(STUDY_EXPERIMENT, study_dir, callback, columns, max_failures=2,
+                             checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    return tune.Tuner(trainable, param_space=trial_param_space(settings, space), tune_config=tune_config,
+                      run_config=run_config)
+
+
+def replication_tuner(configs: list[TrialConfig], settings: dict, study_dir: Path, callback):
+    """One trial per configuration, exactly these: Ray's variant generator is handed them as its points, over
+    a param space in which the keys that differ between them are choices (so every point is a valid value)."""
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    points = [c.to_dict() for c in configs]
+    param_space = {}
+    for key in points[0]:
+        distinct = list({repr(p[key]): p[key] for p in points}.values())
+        param_space[key] = tune.choice(distinct) if len(distinct) > 1 else distinct[0]
+    tune_config = tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=points),
+                                  num_samples=len(points),
+                                  trial_dirname_creator=lambda trial: f"replica_{trial.trial_id}")
+    columns = progress_columns(["replica", "seed", "ratio", "epsilon", "method"])
+    return tune.Tuner(_trainable(settings), param_space=param_space, tune_config=tune_config,
+                      run_config=_run_config(REPLICATION_EXPERIMENT, study_dir, callback, columns, max_failures=1))

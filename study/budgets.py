@@ -44,12 +44,14 @@ BUDGETS = {
 }
 
 
-def resolve_budget(name: str) -> tuple[str, Budget]:
-    """(name, budget); "auto" is "gpu" when this process sees a GPU, else "cpu"."""
+def resolve_budget(name: str, cluster_has_gpus: bool | None = None) -> tuple[str, Budget]:
+    """(name, budget). "auto" is "gpu" when the Ray cluster offers a GPU on any node (`cluster_has_gpus`; a
+    cluster's head often has none), else "cpu"; without that answer, "auto" is checked only as a name and
+    stays "auto"."""
     if name == "auto":
-        import torch
-
-        name = "gpu" if torch.cuda.is_available() else "cpu"
+        if cluster_has_gpus is None:
+            return name, BUDGETS["cpu"]
+        name = "gpu" if cluster_has_gpus else "cpu"
     if name not in BUDGETS:
         raise ConfigError(f"unknown budget '{name}' (smoke, cpu, gpu or auto)")
     return name, BUDGETS[name]

@@ -36,6 +36,10 @@ class ClusterError(InputError):
     """Ray cannot be reached at the given address, or cannot be started."""
 
 
+class StorageError(InputError):
+    """The storage for Ray Tune's state and checkpoints (--storage-path) cannot be used."""
+
+
 class StudyError(InputError):
     """A study directory is missing, corrupt or already taken, or its records cannot be used."""
 

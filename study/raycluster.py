@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from study.errors import ClusterError
+from study.errors import ClusterError, StorageError
 from study.studydir import REFERENCE_FILE, write_json
 
 
@@ -26,11 +26,18 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
 
 
 def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
-    """Join the cluster at `address`, or start a local Ray with its dashboard; print the dashboard URL."""
+    """Join the cluster at `address`, or start a local Ray with its dashboard; print the dashboard URL.
+
+    Ray Client (`ray://`) is refused: its driver would run Tune on the head while the study's folder, the
+    embedded MLflow store and `--resume` stay on this machine. Run the study on the cluster instead."""
     import logging
 
     import ray
 
+    if address and address.startswith("ray://"):
+        raise ClusterError(f"Ray Client addresses ({address}) are not supported: run the study on the cluster, e.g. "
+                           "`ray job submit --address http://HEAD:8265 --working-dir . -- python -m study.run "
+                           "--address auto --storage-path s3://BUCKET/PREFIX ...` (see infra/README.md)")
     if ray.is_initialized():
         return ray.get_runtime_context()
     if address:
@@ -50,10 +57,40 @@ def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
     return context
 
 
-def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float, num_samples: int) -> int:
-    """How many trials the connected cluster's resources hold at once (at most `num_samples`)."""
+def alive_nodes() -> list[dict]:
     import ray
 
+    return [n for n in ray.nodes() if n["Alive"]]
+
+
+def require_shared_storage(storage_path: str | None, joined: bool) -> None:
+    """A cluster whose nodes share no disk needs --storage-path: refuse a local default on several nodes
+    (every trial would fail at its first checkpoint), and warn when joining a cluster of one node so far."""
+    if storage_path:
+        return
+    nodes = len(alive_nodes())
+    if nodes > 1:
+        raise StorageError(f"this Ray cluster has {nodes} nodes: pass --storage-path s3://BUCKET/PREFIX (or a path "
+                           "on a mount every node shares), where trials keep their checkpoints")
+    if joined:
+        print("warning: no --storage-path: trials on nodes that join this cluster later cannot checkpoint",
+              file=sys.stderr)
+
+
+def cluster_has_gpus() -> bool:
+    """Whether any node of the connected cluster offers a GPU (the driver's own machine may have none)."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float, num_samples: int, joined: bool) -> int:
+    """Trials at once when --max-concurrent is not given. On a local Ray: what its resources hold. On a cluster
+    that may autoscale: every trial (Tune then keeps as many pending, and the autoscaler sees the demand)."""
+    import ray
+
+    if joined:
+        return num_samples
     cpus = ray.cluster_resources().get("CPU", 1)
     gpus = ray.cluster_resources().get("GPU", 0)
     by_cpu = int(cpus // cpus_per_trial) if cpus_per_trial else 64
@@ -61,22 +98,27 @@ def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float, num_sam
     return max(1, min(by_cpu, by_gpu, num_samples))
 
 
-def reference_row(settings: dict, study_dir: Path) -> dict:
-    """The untrained encoder evaluated once per study, with the trials' evaluation, as a Ray task;
-    kept in the study directory, so a resumed study does not evaluate it again."""
-    path = Path(study_dir) / REFERENCE_FILE
+def evaluate_on_cluster(settings: dict, eval_config: dict, path: Path, what: str) -> dict:
+    """The untrained encoder evaluated with `eval_config` as a Ray task (a cluster's head may have no CPU for
+    it), kept at `path` in the study folder so a resumed study or replication does not evaluate it again."""
+    path = Path(path)
     if path.is_file():
         return json.loads(path.read_text())
     import ray
 
     from study.robustness import evaluate_model
 
-    print("evaluating the untrained encoder (reference row) ...", file=sys.stderr)
+    print(f"evaluating the untrained encoder ({what}) ...", file=sys.stderr)
     # before the trials start, the reference may use every core of one node (up to 8); a task asking for
     # more CPUs than any single node has would never be scheduled
-    largest_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+    largest_node = max((n["Resources"].get("CPU", 0) for n in alive_nodes()), default=1)
     cpus = min(8, max(settings["cpus_per_trial"], largest_node))
     task = ray.remote(num_cpus=cpus, num_gpus=settings["gpus_per_trial"])(evaluate_model)
-    result = ray.get(task.remote(settings["model"], settings["data_dir"], settings["eval"]))
+    result = ray.get(task.remote(settings["model"], settings["data_dir"], eval_config))
     write_json(path, result)
     return result
+
+
+def reference_row(settings: dict, study_dir: Path) -> dict:
+    """The study's reference row: the untrained encoder with the trials' own evaluation."""
+    return evaluate_on_cluster(settings, settings["eval"], Path(study_dir) / REFERENCE_FILE, "reference row")

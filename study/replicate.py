@@ -31,13 +31,13 @@ from study import plots, stats, tracking
 from study.budgets import BUDGETS
 from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of, in_group
-from study.raycluster import start_ray
-from study.robustness import evaluate_model
+from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray
 from study.stats import Interval, format_interval, mark
 from study.studydir import load_study, write_json
 from study.trials import finished_baseline, load_trials, rank_trials
 from study.tuning import replication_tuner
 from trainables.config import TrialConfig
+from trainables.trainable import read_hits
 
 FIGURES = ("clean", "robust")  # per language: L->English clean, and mean attacked over the radii
 ENGLISH_KEYS = ("en.paraphrase_acc", "en.stsb_spearman")
@@ -126,20 +126,19 @@ def replica_configs(chosen, seeds: int, settings: dict, eval_config: dict) -> li
             for name, config in chosen for seed in range(seeds)]
 
 
-def run_replicas(configs: list[TrialConfig], settings: dict, out: Path, uri: str, experiment: str, parent: str,
-                 address: str | None) -> list[Replica]:
-    """Run every replica as a Ray Tune trial; return those that finished."""
-    start_ray(address)
+def run_replicas(configs: list[TrialConfig], settings: dict, study_dir: Path, uri: str, experiment: str,
+                 parent: str) -> list[Replica]:
+    """Run every replica as a Ray Tune trial; return those that finished. Their per-sentence hits come back in
+    their last checkpoint (Ray's storage: a bucket on a cluster), never through a node's own disk."""
     logger = tracking.ChildRunLogger(uri, experiment, parent)
-    results = replication_tuner(configs, settings, out, logger).fit()
+    results = replication_tuner(configs, settings, study_dir, logger).fit()
     replicas = []
     for result in results:
         if result.error:
             print(f"replica failed: {str(result.error).splitlines()[-1][:200]}", file=sys.stderr)
             continue
         config = TrialConfig.from_dict(result.config)
-        hits = json.loads(Path(result.path, "hits.json").read_text())
-        replicas.append(Replica(config.replica, config.seed, hits["metrics"], hits["languages"]))
+        replicas.append(Replica(config.replica, config.seed, dict(result.metrics), read_hits(result.checkpoint)))
     return replicas
 
 
@@ -309,7 +308,7 @@ def main(argv=None) -> int:
     parser.add_argument("study_dir")
     parser.add_argument("--top", type=int, default=3, help="best configurations to replicate (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
-    parser.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    parser.add_argument("--address", help="Ray cluster to join (auto, or HOST:PORT); default: a local Ray")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
     args = parser.parse_args(argv)
     if args.top < 1 or args.seeds < 1:
@@ -347,12 +346,11 @@ def main(argv=None) -> int:
           file=sys.stderr)
 
     start = time.time()
-    reference_path = out / "reference_hits.json"
-    if not reference_path.is_file():  # the untrained encoder, with the replicas' evaluation
-        write_json(reference_path, evaluate_model(settings["model"], settings["data_dir"], eval_config))
-    reference = json.loads(reference_path.read_text())
+    start_ray(args.address)
+    require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
+    reference = evaluate_on_cluster(settings, eval_config, out / "reference_hits.json", "with the replicas' evaluation")
     configs = replica_configs(chosen, args.seeds, settings, eval_config)
-    replicas = run_replicas(configs, settings, out, uri, saved["experiment_id"], replication, args.address)
+    replicas = run_replicas(configs, settings, study_dir, uri, saved["experiment_id"], replication)
     minutes = (time.time() - start) / 60
     names = {r.name for r in replicas}
     if "baseline" not in names or len(names) < 2:

@@ -21,10 +21,16 @@ from study.data import load_english_pairs, load_tatoeba, resolve_data_dir
 from study.errors import ConfigError, UsageError, cli_main
 from study.languages import resolve_languages
 from study.models import resolve_model
-from study.raycluster import default_max_concurrent, reference_row, start_ray
+from study.raycluster import (
+    cluster_has_gpus,
+    default_max_concurrent,
+    reference_row,
+    require_shared_storage,
+    start_ray,
+)
 from study.reporting import build_report
 from study.robustness import OBJECTIVES, EvalConfig
-from study.studydir import load_study, new_study_dir, save_study
+from study.studydir import check_storage, load_study, new_study_dir, ray_storage, save_study
 from study.tuning import study_tuner
 from trainables.attacks import ATTACKS
 
@@ -33,7 +39,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.split("\n")[0])
     p.add_argument("--space", default="hybrid_ratio", help=f"search space: {', '.join(SPACE_NAMES)}")
     p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
-    p.add_argument("--budget", default="auto", help="smoke, cpu, gpu, or auto (gpu when GPUs are visible)")
+    p.add_argument("--budget", default="auto",
+                   help="smoke, cpu, gpu, or auto (gpu when the Ray cluster has GPUs on any node)")
     p.add_argument("--num-samples", type=int, help="trials, the r = 0 baseline included (default: budget's)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: budget's)")
     p.add_argument("--objective", default="robust", choices=OBJECTIVES,
@@ -50,7 +57,11 @@ def parse_args(argv):
     p.add_argument("--out", help="study directory (default: studies/<space>-<time>)")
     p.add_argument("--resume", metavar="STUDY_DIR", help="continue an interrupted study")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: local Ray")
+    p.add_argument("--address", help="Ray cluster to join (auto, or HOST:PORT of the head's GCS); default: a "
+                                     "local Ray. Ray Client (ray://) is not supported: submit the study as a job")
+    p.add_argument("--storage-path", metavar="URI",
+                   help="where trials keep checkpoints and Tune its state: s3://BUCKET/PREFIX, gs://..., or a path "
+                        "every node mounts; needed on a cluster whose nodes share no disk (default: STUDY_DIR/ray)")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU between trials, e.g. 0.5")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources allow)")
@@ -61,8 +72,9 @@ def parse_args(argv):
 
 
 # ----------------------------------------------------------------------------- validation (before any write)
-def validate(args) -> dict:
-    """Check every input; return the study settings. Raises UsageError, writes nothing."""
+def validate(args, cluster_has_gpus: bool | None = None) -> dict:
+    """Check every input; return the study settings. Raises an InputError, writes nothing. `--budget auto`
+    needs `cluster_has_gpus` (known once Ray is up); without it, the settings are those of the cpu budget."""
     ranges = {}
     for text in args.range:
         key, _, bounds = text.partition("=")
@@ -72,7 +84,7 @@ def validate(args) -> dict:
             raise UsageError(f"--range {text!r}: expected KEY=LOW,HIGH, e.g. ratio=0,0.5") from None
         ranges[key.strip()] = (low, high)
     space = load_space(args.space, ranges)
-    budget_name, budget = resolve_budget(args.budget)
+    budget_name, budget = resolve_budget(args.budget, cluster_has_gpus)
     for name in ("num_samples", "epochs", "max_concurrent"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -91,6 +103,7 @@ def validate(args) -> dict:
     data_dir = resolve_data_dir(args.data_dir)
     eval_config = {**budget.eval, "langs": list(langs), "seed": args.seed}
     EvalConfig(**eval_config)  # radii etc. checked here
+    storage_path = check_storage(args.storage_path) if args.storage_path else None
     return dict(space=space.name, ranges=ranges, budget=budget_name, objective=args.objective, seed=args.seed,
                 num_samples=args.num_samples or budget.num_samples, epochs=args.epochs or budget.epochs,
                 method=args.method, model=args.model, data_dir=str(data_dir) if data_dir else None,
@@ -98,7 +111,7 @@ def validate(args) -> dict:
                 train=budget.train,
                 cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else budget.cpus_per_trial,
                 gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else budget.gpus_per_trial,
-                max_concurrent=args.max_concurrent)
+                max_concurrent=args.max_concurrent, storage_path=storage_path)
 
 
 def check_data(settings: dict) -> None:
@@ -125,16 +138,19 @@ def main(argv=None) -> int:
         settings = saved["settings"]
         uri = args.tracking_uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
     else:
-        settings = validate(args)
+        settings = validate(args)  # every input checked before Ray starts
         study_dir = new_study_dir(args.out, settings["space"])
         uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     tracking.check_reachable(uri or "")
     check_data(settings)
     resolve_model(settings["model"])  # prepares the default encoder once (with progress)
     start_ray(args.address, args.dashboard_host)
+    require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
+    if settings["budget"] == "auto":  # decided by the cluster's resources, not by this machine's
+        settings = validate(args, cluster_has_gpus())
     if settings["max_concurrent"] is None:
         settings["max_concurrent"] = default_max_concurrent(settings["cpus_per_trial"], settings["gpus_per_trial"],
-                                                            settings["num_samples"])
+                                                            settings["num_samples"], joined=bool(args.address))
 
     study_dir.mkdir(parents=True, exist_ok=True)
     uri = uri or tracking.default_tracking_uri(study_dir)
@@ -158,6 +174,7 @@ def main(argv=None) -> int:
           f"{settings['num_samples']} trials x {settings['epochs']} epochs  objective {settings['objective']}",
           file=sys.stderr)
     print(f"MLflow: {tracking.redact(uri)}  (parent run {parent})", file=sys.stderr)
+    print(f"Ray storage (checkpoints, Tune state): {ray_storage(settings, study_dir)}", file=sys.stderr)
 
     reference = reference_row(settings, study_dir)
     tracking.log_metrics(client, parent, {f"reference.{k}": v for k, v in reference["metrics"].items()}, 0)

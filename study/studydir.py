@@ -3,7 +3,9 @@
     study.json       settings, MLflow ids, tracking URI (without credentials)
     reference.json   the untrained encoder's figures (the reference row)
     mlflow.db, mlartifacts/   the embedded MLflow store (unless a tracking server is used)
-    ray/             Ray Tune's state and checkpoints (ray/tune: the study, ray/replicate: its replication)
+    ray/             Ray Tune's state and checkpoints (ray/tune: the study, ray/replicate: its replication),
+                     unless --storage-path puts them in shared storage (a bucket or a shared mount), as a
+                     cluster whose nodes share no disk needs: then <storage path>/<study name>/tune, /replicate
     report/          study.report's tables and plots
     replication/     study.replicate's findings
 """
@@ -15,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from study.errors import StudyError
+from study.errors import StorageError, StudyError
 
 STUDY_FILE = "study.json"
 REFERENCE_FILE = "reference.json"
@@ -58,6 +60,29 @@ def save_study(study_dir: Path, payload: dict) -> None:
     write_json(Path(study_dir) / STUDY_FILE, payload)
 
 
-def ray_storage(study_dir: Path) -> str:
-    """Where Ray Tune keeps its experiments of this study (absolute: Ray needs one)."""
+def ray_storage(settings: dict, study_dir: Path) -> str:
+    """Where Ray Tune keeps this study's experiments (state, checkpoints): `<--storage-path>/<study name>`,
+    which every node reaches, or STUDY_DIR/ray on one machine (absolute: Ray needs one)."""
+    if settings.get("storage_path"):
+        return f"{settings['storage_path'].rstrip('/')}/{Path(study_dir).resolve().name}"
     return str((Path(study_dir) / "ray").resolve())
+
+
+def check_storage(uri: str) -> str:
+    """A --storage-path that Ray can use, normalised (a local path made absolute); a one-line StorageError when
+    its filesystem cannot be reached (no such bucket, no credentials, no endpoint)."""
+    if "://" not in uri:
+        path = Path(uri).expanduser().resolve()
+        parent = next(p for p in (path, *path.parents) if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise StorageError(f"storage path {uri} is not writable")
+        return str(path)
+    import pyarrow.fs
+
+    try:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+        filesystem.get_file_info(path.split("/", 1)[0] if uri.startswith(("s3://", "gs://", "gcs://")) else path)
+    except (OSError, ValueError, pyarrow.ArrowException) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise StorageError(f"storage path {uri} is not usable: {first}") from None
+    return uri

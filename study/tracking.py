@@ -35,16 +35,31 @@ def default_tracking_uri(study_dir: Path) -> str:
     return f"sqlite:///{Path(study_dir).resolve() / 'mlflow.db'}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail early, with one line, when a tracking server does not answer."""
+def check_reachable(uri: str, timeout: float = 5.0, search_timeout: float = 30.0) -> None:
+    """Fail early, with one line, when a tracking server does not answer or refuses our credentials
+    (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, as MLflow's client sends them)."""
     if not uri.startswith(("http://", "https://")):
         return
     import requests
 
+    base = uri.rstrip("/")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout).raise_for_status()
+        requests.get(base + "/health", timeout=timeout).raise_for_status()
     except requests.RequestException as err:
         raise TrackingError(f"tracking server {redact(uri)} is unreachable ({type(err).__name__})") from None
+    try:  # a basic-auth server's first logins are slow (password hashing): a longer wait than /health's
+        answer = requests.get(base + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              auth=(user, password or "") if user else None, timeout=search_timeout)
+    except requests.RequestException as err:
+        raise TrackingError(f"tracking server {redact(uri)} answers /health but not a search "
+                            f"({type(err).__name__} after {search_timeout:g} s)") from None
+    if answer.status_code in (401, 403):
+        who = f"user {user!r}" if user else "no credentials"
+        raise TrackingError(f"tracking server {redact(uri)} refused {who} (HTTP {answer.status_code}): set "
+                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if not answer.ok:
+        raise TrackingError(f"tracking server {redact(uri)} answered HTTP {answer.status_code} to a search")
 
 
 def client_for(uri: str):
@@ -54,12 +69,20 @@ def client_for(uri: str):
 
 
 def experiment_id(client, study_dir: Path, uri: str) -> str:
-    existing = client.get_experiment_by_name(EXPERIMENT)
-    if existing:
-        return existing.experiment_id
-    # with the embedded store, artifacts live next to it in the study directory
-    location = None if uri.startswith("http") else (Path(study_dir).resolve() / "mlartifacts").as_uri()
-    return client.create_experiment(EXPERIMENT, artifact_location=location)
+    """The project's experiment, created on first use (with the embedded store, artifacts next to it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        existing = client.get_experiment_by_name(EXPERIMENT)
+        if existing:
+            return existing.experiment_id
+        location = None if uri.startswith("http") else (Path(study_dir).resolve() / "mlartifacts").as_uri()
+        return client.create_experiment(EXPERIMENT, artifact_location=location)
+    except MlflowException as err:
+        if err.get_http_status_code() in (401, 403):  # an authenticated server, and a user without a grant
+            raise TrackingError(f"tracking server {redact(uri)} refused access to experiment '{EXPERIMENT}' "
+                                f"(HTTP {err.get_http_status_code()}): ask its admin for EDIT permission") from None
+        raise
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:

@@ -97,13 +97,13 @@ def make_scheduler(settings: dict):
 
 
 # ----------------------------------------------------------------------------- tuners
-def _run_config(name: str, study_dir: Path, callback, parameter_columns: dict, max_failures: int,
+def _run_config(name: str, storage: str, callback, parameter_columns: dict, max_failures: int,
                 checkpoint_config=None):
     from ray import tune
 
     reporter = tune.CLIReporter(parameter_columns=parameter_columns, metric_columns=METRIC_COLUMNS,
                                 max_report_frequency=30, sort_by_metric=True)
-    return tune.RunConfig(name=name, storage_path=ray_storage(study_dir), callbacks=[callback],
+    return tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
                           progress_reporter=reporter, verbose=1, checkpoint_config=checkpoint_config,
                           # a crashed worker resumes from its checkpoint
                           failure_config=tune.FailureConfig(max_failures=max_failures))
@@ -125,9 +125,10 @@ def study_tuner(settings: dict, study_dir: Path, callback):
 
     space = load_space(settings["space"], settings.get("ranges"))
     trainable = _trainable(settings)
-    state = Path(ray_storage(study_dir)) / STUDY_EXPERIMENT
-    if tune.Tuner.can_restore(str(state)):
-        return tune.Tuner.restore(str(state), trainable=trainable, resume_unfinished=True,
+    storage = ray_storage(settings, study_dir)
+    state = f"{storage}/{STUDY_EXPERIMENT}"  # a path or a URI (s3://...): Ray reads both
+    if tune.Tuner.can_restore(state):
+        return tune.Tuner.restore(state, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     single = settings["objective"] != "pareto"
     tune_config = tune.TuneConfig(metric=objective_metric(settings["objective"]) if single else None,
@@ -135,7 +136,7 @@ def study_tuner(settings: dict, study_dir: Path, callback):
                                   scheduler=make_scheduler(settings), num_samples=settings["num_samples"],
                                   trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
     columns = progress_columns([*space.space, "method"])
-    run_config = _run_config(STUDY_EXPERIMENT, study_dir, callback, columns, max_failures=2,
+    run_config = _run_config(STUDY_EXPERIMENT, storage, callback, columns, max_failures=2,
                              checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(trainable, param_space=trial_param_space(settings, space), tune_config=tune_config,
                       run_config=run_config)
@@ -157,4 +158,5 @@ def replication_tuner(configs: list[TrialConfig], settings: dict, study_dir: Pat
                                   trial_dirname_creator=lambda trial: f"replica_{trial.trial_id}")
     columns = progress_columns(["replica", "seed", "ratio", "epsilon", "method"])
     return tune.Tuner(_trainable(settings), param_space=param_space, tune_config=tune_config,
-                      run_config=_run_config(REPLICATION_EXPERIMENT, study_dir, callback, columns, max_failures=1))
+                      run_config=_run_config(REPLICATION_EXPERIMENT, ray_storage(settings, study_dir), callback,
+                                             columns, max_failures=1))

@@ -8,6 +8,14 @@ before doing anything, plus the project's own rules:
 * the KubeRay manifests name the fields the RayCluster/RayJob CRDs require,
   use no field the CRD types don't have (a typo would be pruned silently),
   and the RayJob's cluster mirrors raycluster.yaml;
+* shared storage on a cluster whose nodes share no disk: the RayJob writes
+  its study folder (--out) to a ReadWriteMany volume on the head and its
+  checkpoints (--storage-path) to the bucket that minio.yaml creates; every
+  pod reaches the bucket with keys from the Secret MinIO's root user comes
+  from; the bucket Job's own command is run against a local S3 server;
+* the MLflow server lets no one in by default: `--app-name basic-auth`,
+  mlflow[auth], an auth config MLflow can read (NO_PERMISSIONS, users on the
+  backend's PostgreSQL), the admin password only from the environment;
 * the cluster-launcher config passes Ray's own JSON schema
   (``ray/autoscaler/ray-schema.json``) and the same preparation ``ray up``
   runs before it contacts the cloud;
@@ -42,6 +50,7 @@ KUBERAY = INFRA / "kuberay"
 RAYCLUSTER = KUBERAY / "raycluster.yaml"
 RAYJOB = KUBERAY / "rayjob.yaml"
 STORAGE = KUBERAY / "storage.yaml"
+MINIO = KUBERAY / "minio.yaml"
 LAUNCHER = INFRA / "cluster-launcher" / "cluster.yaml"
 DOCKERFILE = INFRA / "docker" / "Dockerfile"
 DOCKERIGNORE = INFRA / "docker" / "Dockerfile.dockerignore"
@@ -49,6 +58,7 @@ COMPOSE = INFRA / "mlflow" / "docker-compose.yaml"
 MLFLOW_DOCKERFILE = INFRA / "mlflow" / "Dockerfile"
 ENV_EXAMPLE = INFRA / "mlflow" / ".env.example"
 SERVE_SH = INFRA / "mlflow" / "serve.sh"
+AUTH_INI = INFRA / "mlflow" / "basic_auth.ini"
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Values that are obviously not a real secret.
@@ -92,6 +102,7 @@ def test_expected_files_exist():
         RAYCLUSTER,
         RAYJOB,
         STORAGE,
+        MINIO,
         LAUNCHER,
         DOCKERFILE,
         DOCKERIGNORE,
@@ -99,6 +110,7 @@ def test_expected_files_exist():
         MLFLOW_DOCKERFILE,
         ENV_EXAMPLE,
         SERVE_SH,
+        AUTH_INI,
         INFRA / "README.md",
     ):
         assert path.is_file(), f"missing {path.relative_to(ROOT)}"
@@ -311,7 +323,7 @@ def check_ray_cluster_spec(spec: dict, where: str) -> None:
             images.add(container["image"])
             for mount in container.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{where} {label}: mount of undefined volume {mount['name']}"
-        check_ray_container(pod["containers"][0], volumes, f"{where} {label}")
+        check_ray_container(pod["containers"][0], volumes, f"{where} {label}", head=label == "head")
     # Head, workers and init containers run the same project image (same code, same Ray).
     assert len(images) == 1, f"{where}: containers use different images {images}"
     (image,) = images
@@ -320,19 +332,33 @@ def check_ray_cluster_spec(spec: dict, where: str) -> None:
     )
 
 
-def check_ray_container(container: dict, volumes: dict, where: str) -> None:
+# The Ray pods' bucket credentials: these names, from this Secret (minio.yaml's root user).
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def secret_ref(item: dict) -> tuple[str, str] | None:
+    ref = item.get("valueFrom", {}).get("secretKeyRef")
+    return (ref["name"], ref["key"]) if ref else None
+
+
+def check_ray_container(container: dict, volumes: dict, where: str, head: bool) -> None:
     env = {e["name"]: e for e in container.get("env", [])}
-    uri = env.get("MLFLOW_TRACKING_URI")
-    assert uri is not None, f"{where}: MLFLOW_TRACKING_URI missing"
-    # It may carry credentials: it must come from a Secret, not a literal.
-    assert "value" not in uri and "secretKeyRef" in uri.get("valueFrom", {}), (
-        f"{where}: MLFLOW_TRACKING_URI must use valueFrom.secretKeyRef"
-    )
-    ref = uri["valueFrom"]["secretKeyRef"]
-    assert ref.get("name") and ref.get("key")
     for name, item in env.items():
-        if "PASSWORD" in name or "TOKEN" in name:
-            assert "value" not in item, f"{where}: {name} must come from a Secret"
+        if re.search(r"PASSWORD|TOKEN|SECRET", name):
+            assert "value" not in item and secret_ref(item), f"{where}: {name} must come from a Secret"
+    if head:
+        # Only the driver (on the head) talks to MLflow.
+        uri = env.get("MLFLOW_TRACKING_URI")
+        assert uri is not None, f"{where}: MLFLOW_TRACKING_URI missing"
+        # It may carry credentials: it must come from a Secret, not a literal.
+        assert "value" not in uri and secret_ref(uri), f"{where}: MLFLOW_TRACKING_URI must use valueFrom.secretKeyRef"
+    else:
+        leaked = {n for n in env if n.startswith("MLFLOW_TRACKING_")}
+        assert not leaked, f"{where}: workers never talk to MLflow; drop {leaked}"
+    # Trials checkpoint to the bucket, the driver writes Tune's state there: keys on every Ray pod.
+    for name in S3_ENV:
+        assert name in env and secret_ref(env[name]), f"{where}: {name} must come from a Secret"
+    assert "AWS_ENDPOINT_URL" in env, f"{where}: AWS_ENDPOINT_URL (the MinIO Service) missing"
 
     mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
     data_dir = env["STUDY_DATA_DIR"]["value"]
@@ -341,6 +367,26 @@ def check_ray_container(container: dict, volumes: dict, where: str) -> None:
     cache_dir = env["STUDY_CACHE_DIR"]["value"]
     assert cache_dir in mounts, f"{where}: STUDY_CACHE_DIR={cache_dir} is not a mounted volume"
     assert mounts[cache_dir]["name"] != mounts[data_dir]["name"], "data and model cache need separate volumes"
+
+
+def head_container(spec: dict) -> dict:
+    return spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def entrypoint_args(entrypoint: str) -> dict[str, str]:
+    """--flag value / --flag=value pairs of the RayJob's entrypoint."""
+    import shlex
+
+    words, args = shlex.split(entrypoint), {}
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            key, eq, value = word.partition("=")
+            args[key] = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+    return args
 
 
 @pytest.fixture(scope="module")
@@ -369,12 +415,72 @@ def test_rayjob_required_fields(rayjob):
     entrypoint = spec["entrypoint"]
     assert "study.run" in entrypoint
     assert re.search(r"--address[ =]auto\b", entrypoint), "inside the cluster the driver uses --address auto"
+    assert "ray://" not in entrypoint, "study.run refuses Ray Client"
     assert "--gpus-per-trial" in entrypoint
-    # Credentials travel in the pod env (Secret), never in job metadata.
-    assert "PASSWORD" not in entrypoint and "@" not in entrypoint
+    # Credentials travel in the pod env (Secrets), never in job metadata.
+    assert not re.search(r"PASSWORD|SECRET|TOKEN|AWS_|@", entrypoint), entrypoint
+    assert "--tracking-uri" not in entrypoint, "the URI comes from the mlflow-tracking Secret"
     assert spec["shutdownAfterJobFinishes"] is True
     assert "headGroupSpec" in spec["rayClusterSpec"]
     check_ray_cluster_spec(spec["rayClusterSpec"], "rayjob.yaml")
+
+
+def test_rayjob_keeps_the_study_where_it_outlives_the_cluster(rayjob):
+    """--out on the head's RWX volume (for --resume and study.replicate after the cluster is gone),
+    --storage-path in the bucket (the nodes share no disk)."""
+    spec = rayjob["spec"]["rayClusterSpec"]
+    args = entrypoint_args(rayjob["spec"]["entrypoint"])
+    out = Path(args.get("--out", ""))
+    assert out.is_absolute(), "--out must name a folder on the mounted studies volume"
+    head_pod = spec["headGroupSpec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in head_pod["volumes"]}
+    mount = next((m for m in head_container(spec)["volumeMounts"] if Path(m["mountPath"]) in out.parents), None)
+    assert mount is not None, f"--out {out} is on no volume of the head"
+    assert not mount.get("readOnly"), f"{mount['mountPath']} must be writable"
+    claim = volumes[mount["name"]].get("persistentVolumeClaim")
+    assert claim and not claim.get("readOnly"), "--out must be on a PersistentVolumeClaim, not pod-local"
+    claims = {d["metadata"]["name"]: d for d in load_all(STORAGE) if d.get("kind") == "PersistentVolumeClaim"}
+    assert "ReadWriteMany" in claims[claim["claimName"]]["spec"]["accessModes"], (
+        "the next cluster's head may land on another node: the studies volume must be ReadWriteMany"
+    )
+    storage = args.get("--storage-path", "")
+    assert storage.startswith("s3://"), "--storage-path must be the bucket (the nodes share no disk)"
+    assert storage.split("/")[2] == minio_bucket(), "--storage-path names another bucket than minio.yaml creates"
+    # the workers don't mount the study folder: they only write checkpoints, to the bucket
+    for group in spec["workerGroupSpecs"]:
+        worker_claims = {v["persistentVolumeClaim"]["claimName"] for v in group["template"]["spec"]["volumes"]
+                         if "persistentVolumeClaim" in v}
+        assert claim["claimName"] not in worker_claims
+
+
+def test_rayjob_entrypoint_parses_with_the_study_cli(rayjob):
+    """The flags the RayJob passes are the ones `python -m study.run` has (its own argument parser)."""
+    import shlex
+
+    words = shlex.split(rayjob["spec"]["entrypoint"])
+    assert words[:3] == ["python", "-m", "study.run"], words[:3]
+    try:
+        from study.run import parse_args
+    except ImportError as err:
+        pytest.skip(f"study.run not importable here: {err}")
+    args = parse_args(words[3:])
+    assert args.address == "auto" and args.storage_path and args.out
+
+
+def test_readme_walkthrough_matches_the_manifests(rayjob, raycluster):
+    """infra/README.md's commands create the Secrets (names and keys) the manifests read and show the RayJob's
+    real entrypoint."""
+    readme = (INFRA / "README.md").read_text()
+    assert rayjob["spec"]["entrypoint"] in readme, "README shows another RayJob entrypoint"
+    refs = set()
+    for doc in [raycluster, *load_all(MINIO)]:
+        for match in re.finditer(r"secretKeyRef': \{'name': '([\w-]+)', 'key': '([\w-]+)'", str(doc)):
+            refs.add(match.groups())
+    assert refs
+    for secret, key in sorted(refs):
+        made = re.search(rf"create secret generic {secret} \\\n(?:\s+--from-[a-z]+=[^\n]*\\\n)*?"
+                         rf"\s+--from-(?:literal|file)={key}=", readme)
+        assert made, f"README never creates key {key!r} of Secret {secret!r}"
 
 
 def test_rayjob_cluster_mirrors_raycluster(raycluster, rayjob):
@@ -383,7 +489,7 @@ def test_rayjob_cluster_mirrors_raycluster(raycluster, rayjob):
     )
 
 
-def test_storage_defines_the_data_claim(raycluster):
+def test_storage_defines_the_claims(raycluster):
     claims = {d["metadata"]["name"]: d for d in load_all(STORAGE) if d.get("kind") == "PersistentVolumeClaim"}
     used = {
         v["persistentVolumeClaim"]["claimName"]
@@ -393,8 +499,118 @@ def test_storage_defines_the_data_claim(raycluster):
     }
     assert used and used <= set(claims), f"PVCs used but not defined in storage.yaml: {used - set(claims)}"
     for claim in claims.values():
-        # Mounted by pods on many nodes at once.
+        # Mounted by pods on many nodes, or by the head of the next cluster on another node.
         assert set(claim["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}
+    assert "no shared writable volume is needed" not in STORAGE.read_text()
+
+
+# --------------------------------------------------------------------------
+# MinIO: the bucket for Ray Tune's storage
+
+
+@pytest.fixture(scope="module")
+def minio():
+    docs = load_all(MINIO)
+    by_kind: dict[str, list] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    return by_kind
+
+
+def minio_bucket() -> str:
+    job = next(d for d in load_all(MINIO) if d["kind"] == "Job")
+    return env_of(job["spec"]["template"]["spec"]["containers"][0])["STUDY_BUCKET"]["value"]
+
+
+def test_minio_manifest(minio, raycluster):
+    assert {"PersistentVolumeClaim", "Deployment", "Service", "Job"} <= set(minio)
+    (deployment,) = minio["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert set(pod) <= POD_SPEC_KEYS
+    (container,) = pod["containers"]
+    assert set(container) <= CONTAINER_KEYS
+    assert not container["image"].endswith(":latest") and ":" in container["image"], "pin MinIO's release"
+    env = env_of(container)
+    root = (secret_ref(env["MINIO_ROOT_USER"]), secret_ref(env["MINIO_ROOT_PASSWORD"]))
+    assert all(root), "MinIO's root credentials must come from a Secret"
+    # its data on its own claim, defined here; Recreate, since a ReadWriteOnce volume can't be shared
+    claims = {c["metadata"]["name"]: c for c in minio["PersistentVolumeClaim"]}
+    used = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert used and used <= set(claims)
+    if any("ReadWriteOnce" in claims[c]["spec"]["accessModes"] for c in used):
+        assert deployment["spec"].get("strategy", {}).get("type") == "Recreate"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    (service,) = minio["Service"]
+    assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "MinIO stays cluster-internal"
+    assert service["spec"]["selector"].items() <= labels.items(), "the Service selects no MinIO pod"
+    container_ports = {p["containerPort"] for p in container["ports"]}
+    ports = {p["port"]: p.get("targetPort", p["port"]) for p in service["spec"]["ports"]}
+    assert set(ports.values()) <= container_ports
+
+    # Every Ray pod: the same Secret as MinIO's root user, and the endpoint of this Service.
+    endpoint = env_of(head_container(raycluster["spec"]))["AWS_ENDPOINT_URL"]["value"]
+    m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", endpoint)
+    assert m and m.group(1) == service["metadata"]["name"] and int(m.group(2)) in ports, endpoint
+    for label, group in groups(raycluster["spec"]):
+        env = env_of(group["template"]["spec"]["containers"][0])
+        assert (secret_ref(env["AWS_ACCESS_KEY_ID"]), secret_ref(env["AWS_SECRET_ACCESS_KEY"])) == root, label
+        assert env["AWS_ENDPOINT_URL"]["value"] == endpoint, label
+
+    (job,) = minio["Job"]
+    job_pod = job["spec"]["template"]["spec"]
+    (job_container,) = job_pod["containers"]
+    assert set(job_container) <= CONTAINER_KEYS and set(job_pod) <= POD_SPEC_KEYS
+    assert job_pod["restartPolicy"] in ("OnFailure", "Never")
+    assert job["spec"].get("backoffLimit", 6) >= 3, "the Job must outlast MinIO's start"
+    assert job_container["image"] == head_container(raycluster["spec"])["image"], "the project image"
+    job_env = env_of(job_container)
+    assert (secret_ref(job_env["AWS_ACCESS_KEY_ID"]), secret_ref(job_env["AWS_SECRET_ACCESS_KEY"])) == root
+    assert job_env["AWS_ENDPOINT_URL"]["value"] == endpoint
+
+
+def test_bucket_job_creates_the_bucket_on_an_s3_server(tmp_path):
+    """Run the Job's own command here, against moto's S3 server standing in for MinIO, twice (idempotent)."""
+    pytest.importorskip("pyarrow.fs")
+    pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    import socket
+    import sys
+    import time
+
+    job = next(d for d in load_all(MINIO) if d["kind"] == "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    command = list(container["command"])
+    assert command[0] == "python"
+    command[0] = sys.executable
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+        env |= {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        env |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": endpoint}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        deadline = time.time() + 60
+        while True:
+            try:
+                s3.list_buckets()
+                break
+            except Exception:
+                assert time.time() < deadline and server.poll() is None, "moto's S3 server did not start"
+                time.sleep(0.5)
+        for attempt in (1, 2):
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, f"run {attempt}: {done.stderr[-2000:]}"
+        assert minio_bucket() in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------
@@ -556,6 +772,19 @@ def test_launcher_survives_ray_up_preparation(launcher):
     assert prepared["head_node_type"] in prepared["available_node_types"]
 
 
+def test_launcher_workers_reach_the_bucket_without_keys(launcher):
+    """Trials checkpoint to --storage-path s3://...: the GPU workers need S3 access, and Ray's default instance
+    profile goes to the head only. An instance profile, never keys in the file."""
+    head = launcher["head_node_type"]
+    for name, node_type in launcher["available_node_types"].items():
+        if name != head and node_type["resources"].get("GPU", 0):
+            profile = node_type["node_config"].get("IamInstanceProfile", {})
+            assert profile.get("Name") or profile.get("Arn"), f"{name}: no IamInstanceProfile for S3"
+    text = LAUNCHER.read_text()
+    assert "--storage-path" in text, "say how the study reaches shared storage"
+    assert not re.search(r"(?i)aws_secret_access_key\s*[:=]\s*\S", text), "no keys in cluster.yaml"
+
+
 # --------------------------------------------------------------------------
 # Project image
 
@@ -693,9 +922,85 @@ def test_compose_required_variables_are_in_env_example(compose):
 def test_mlflow_image_dockerfile():
     instrs = dockerfile_instructions(MLFLOW_DOCKERFILE)
     runs = " ".join(rest for instr, rest in instrs if instr == "RUN")
-    assert "mlflow==" in runs and "psycopg2-binary==" in runs
+    assert "mlflow[auth]==" in runs and "psycopg2-binary==" in runs, "basic-auth needs the auth extra (Flask-WTF)"
     users = [rest for instr, rest in instrs if instr == "USER"]
     assert users and users[-1] not in ("root", "0"), "run MLflow as a non-root user"
+
+
+# --------------------------------------------------------------------------
+# MLflow: authentication (--app-name basic-auth)
+
+
+def command_list(service: dict) -> list[str]:
+    command = service["command"]
+    return command.split() if isinstance(command, str) else [str(c) for c in command]
+
+
+def flag_value(command: list[str], flag: str) -> str | None:
+    return command[command.index(flag) + 1] if flag in command else None
+
+
+def read_ini(text: str) -> dict[str, str]:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    assert parser.sections() == ["mlflow"], "MLflow reads the [mlflow] section only"
+    return dict(parser["mlflow"])
+
+
+def mlflow_auth_keys() -> set[str]:
+    """The keys MLflow's auth config reader looks up (mlflow/server/auth/config.py)."""
+    spec = importlib.util.find_spec("mlflow")
+    source = Path(list(spec.submodule_search_locations)[0]) / "server" / "auth" / "config.py"
+    text = source.read_text()
+    return set(re.findall(r'config\["mlflow"\](?:\.get\(|\[)\s*"(\w+)"', text)) | set(
+        re.findall(r'"mlflow",\s*"(\w+)"', text)
+    )
+
+
+def check_auth_ini(values: dict[str, str], backend_uri: str, where: str) -> None:
+    assert values["default_permission"] == "NO_PERMISSIONS", f"{where}: nobody may read by default"
+    # the users live in the backend's PostgreSQL, reached the same way (password from PGPASSWORD)
+    assert values["database_uri"] == backend_uri, f"{where}: user store {values['database_uri']} != {backend_uri}"
+    assert "admin_password" not in values, f"{where}: the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD"
+    assert values.get("admin_username")
+    assert values.get("authorization_function", "mlflow.server.auth:authenticate_request_basic_auth") == (
+        "mlflow.server.auth:authenticate_request_basic_auth"
+    )
+    if has_module("mlflow"):
+        unknown = set(values) - mlflow_auth_keys()
+        assert not unknown, f"{where}: MLflow's auth config has no {unknown}"
+
+
+def test_compose_runs_mlflow_with_basic_auth(compose):
+    mlflow = compose["services"]["mlflow"]
+    command = command_list(mlflow)
+    assert flag_value(command, "--app-name") == "basic-auth"
+    env = mlflow["environment"]
+    # the secrets are required values from .env (`${VAR:?...}`), never literals or command-line flags
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "PGPASSWORD"):
+        assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", str(env[name])), f"{name} must be required from .env"
+        assert name not in " ".join(command)
+    # the auth config is the committed basic_auth.ini, mounted read-only where MLFLOW_AUTH_CONFIG_PATH points
+    mounts = {m.split(":")[1]: m.split(":") for m in mlflow["volumes"] if m.startswith("./")}
+    config_path = env["MLFLOW_AUTH_CONFIG_PATH"]
+    assert config_path in mounts, "MLFLOW_AUTH_CONFIG_PATH names no mounted file"
+    source, _, *mode = mounts[config_path]
+    assert (COMPOSE.parent / source).resolve() == AUTH_INI.resolve() and mode == ["ro"]
+    backend = interpolate(flag_value(command, "--backend-store-uri"), env={})
+    check_auth_ini(read_ini(AUTH_INI.read_text()), backend, "basic_auth.ini")
+
+
+def test_basic_auth_is_a_registered_mlflow_app():
+    if not has_module("mlflow"):
+        pytest.skip("mlflow not installed")
+    from importlib.metadata import entry_points
+
+    assert "basic-auth" in {ep.name for ep in entry_points(group="mlflow.app")}
+    if not has_module("flask_wtf"):
+        warnings.warn("Flask-WTF (mlflow[auth]) is not installed here: `--app-name basic-auth` would not start",
+                      stacklevel=1)
 
 
 # --------------------------------------------------------------------------
@@ -726,29 +1031,51 @@ def test_serve_sh_defaults_in_source():
     assert '"${MLFLOW_ARTIFACTS:-/var/lib/mlflow/artifacts}"' in text
 
 
+SERVE_SECRETS = {
+    "MLFLOW_DB_PASSWORD": "s3cret-Sentinel-value",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-Sentinel-key",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-Sentinel-password",
+}
+
+
 @needs_bash
 def test_serve_sh_dry_run_binds_loopback_and_hides_password(tmp_path):
-    secret = "s3cret-Sentinel-value"
-    result = run_serve(["--dry-run"], tmp_path, MLFLOW_DB_PASSWORD=secret)
+    result = run_serve(["--dry-run"], tmp_path, **SERVE_SECRETS)
     assert result.returncode == 0, result.stderr
     cmd = result.stdout.split()
     assert cmd[1:2] == ["server"], result.stdout
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--port") + 1] == "5000"
-    assert cmd[cmd.index("--backend-store-uri") + 1].startswith("postgresql")
+    backend = cmd[cmd.index("--backend-store-uri") + 1]
+    assert backend.startswith("postgresql")
     assert cmd[cmd.index("--artifacts-destination") + 1] == "/var/lib/mlflow/artifacts"
     assert "--serve-artifacts" in cmd
-    assert secret not in result.stdout + result.stderr, "the password must never be printed"
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    # the auth config it would write: printed on stderr from its [mlflow] line on
+    ini = result.stderr[result.stderr.index("[mlflow]"):]
+    check_auth_ini(read_ini(ini), backend, "serve.sh's auth config")
+    for secret in SERVE_SECRETS.values():
+        assert secret not in result.stdout + result.stderr, "a password must never be printed"
 
 
 @needs_bash
 def test_serve_sh_requires_password_and_warns_on_public_bind(tmp_path):
-    missing = run_serve(["--dry-run"], tmp_path)
+    key = {"MLFLOW_FLASK_SERVER_SECRET_KEY": "k"}
+    missing = run_serve(["--dry-run"], tmp_path, **key)
     assert missing.returncode != 0 and "MLFLOW_DB_PASSWORD" in missing.stderr
-    public = run_serve(["--dry-run"], tmp_path, MLFLOW_DB_PASSWORD="x", MLFLOW_HOST="0.0.0.0")
+    no_key = run_serve(["--dry-run"], tmp_path, MLFLOW_DB_PASSWORD="x")
+    assert no_key.returncode != 0 and "MLFLOW_FLASK_SERVER_SECRET_KEY" in no_key.stderr
+    public = run_serve(["--dry-run"], tmp_path, MLFLOW_DB_PASSWORD="x", MLFLOW_HOST="0.0.0.0", **key)
     assert public.returncode == 0 and "warning" in public.stderr.lower()
-    bad = run_serve(["--dry-run"], tmp_path, MLFLOW_DB_PASSWORD="x", MLFLOW_DB_USER="a;drop")
+    bad = run_serve(["--dry-run"], tmp_path, MLFLOW_DB_PASSWORD="x", MLFLOW_DB_USER="a;drop", **key)
     assert bad.returncode != 0, "role names go into SQL and must be validated"
+
+
+def test_serve_sh_installs_the_auth_extra():
+    text = SERVE_SH.read_text()
+    assert '"mlflow[auth]==$MLFLOW_VERSION"' in text
+    assert "flask_wtf" in text, "an existing venv without Flask-WTF must be upgraded"
+    assert "export MLFLOW_AUTH_CONFIG_PATH=" in text
 
 
 def test_mlflow_flags_and_version_match_installed_mlflow(compose, tmp_path):
@@ -807,8 +1134,13 @@ def test_real_env_file_is_git_ignored():
         assert ".env" in (INFRA / "mlflow" / ".gitignore").read_text().split()
 
 
-# KEY: value / KEY=value where KEY ends in password/secret/token.
-_ASSIGN = re.compile(r"(?i)\b([a-z0-9_.-]*(?:password|passwd|secret|token))[ \t]*[:=][ \t]*([^\s#]*)")
+# KEY: value / KEY=value where KEY ends in password/secret/token (or an S3/Flask secret key).
+_ASSIGN = re.compile(
+    r"(?i)\b([a-z0-9_.-]*(?:password|passwd|secret|token|secret[_-]access[_-]key|secret[_-]key))"
+    r"[ \t]*[:=][ \t]*([^\s#]*)"
+)
+# an AWS access key id
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 # scheme://user:password@host
 _URI_CREDS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@")
 
@@ -834,3 +1166,4 @@ def test_no_literal_passwords(path):
         assert is_placeholder(m.group(2)), f"{path.name}: {m.group(1)} has a literal value {m.group(2)!r}"
     for m in _URI_CREDS.finditer(text):
         assert is_placeholder(m.group(1)), f"{path.name}: credentials in a URI: {m.group(0)!r}"
+    assert not _AWS_KEY_ID.search(text), f"{path.name}: an AWS access key id"

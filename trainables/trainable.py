@@ -154,11 +154,12 @@ def train_hybrid(config: dict) -> None:
     cpus = _cpus_of_trial()
     if cpus:
         torch.set_num_threads(cpus)
-    # A divergence is deterministic: a retry (FailureConfig, meant for crashed workers) fails at once.
-    marker = os.path.join(tune.get_context().get_trial_dir(), "DIVERGED")
-    if os.path.exists(marker):
-        with open(marker) as f:
-            raise TrainingDiverged(f.read())
+    # A divergence is deterministic: a retry (FailureConfig, meant for crashed workers) fails at once. The
+    # marker lives in the trial's folder in Ray's storage, which a retry on any other node reads too.
+    marker = DivergenceMarker(tune.get_context().get_storage())
+    reason = marker.read()
+    if reason:
+        raise TrainingDiverged(reason)
     trainer = HybridTrainer(TrialConfig.from_dict(config))
     checkpoint = tune.get_checkpoint()
     if checkpoint:
@@ -171,18 +172,51 @@ def train_hybrid(config: dict) -> None:
         try:
             metrics = trainer.train_epoch()
         except TrainingDiverged as err:
-            with open(marker, "w") as f:
-                f.write(str(err))
+            marker.write(str(err))
             raise
+        hits = None
         if cfg.eval_every_epoch or trainer.epoch == cfg.epochs:
             start = time.time()
             evaluation = evaluate_encoder(trainer.encoder, cfg.eval, trainer.data_dir)
             metrics.update(evaluation["metrics"])
             metrics["eval.seconds"] = time.time() - start
-            if "hits" in evaluation:  # per-sentence hits, read by study.replicate from the trial directory
-                with open(os.path.join(tune.get_context().get_trial_dir(), "hits.json"), "w") as f:
-                    json.dump({"languages": evaluation["hits"], "metrics": evaluation["metrics"]}, f)
+            hits = evaluation.get("hits")
         metrics["node_id"] = node  # which Ray node ran this epoch (a tag on the MLflow child run)
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
+            if hits is not None:  # per-sentence hits (study.replicate): they travel with the checkpoint
+                with open(os.path.join(directory, HITS_FILE), "w") as f:
+                    json.dump(hits, f)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+HITS_FILE = "hits.json"
+
+
+def read_hits(checkpoint) -> dict:
+    """The per-sentence hits a trial's last evaluation put into its checkpoint: {lang: {figure: [0/1, ...]}}."""
+    with checkpoint.as_directory() as directory:
+        with open(os.path.join(directory, HITS_FILE)) as f:
+            return json.load(f)
+
+
+class DivergenceMarker:
+    """A file `DIVERGED` (holding the reason) in the trial's folder of Ray's storage (`ray.train`'s
+    StorageContext: a local path or a bucket), so every node and every retry sees it."""
+
+    def __init__(self, storage):
+        self.filesystem = storage.storage_filesystem
+        self.path = f"{storage.trial_fs_path}/DIVERGED"
+
+    def read(self) -> str | None:
+        import pyarrow.fs
+
+        if self.filesystem.get_file_info(self.path).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with self.filesystem.open_input_stream(self.path) as f:
+            return f.read().decode()
+
+    def write(self, reason: str) -> None:
+        self.filesystem.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+        with self.filesystem.open_output_stream(self.path) as f:
+            f.write(reason.encode())

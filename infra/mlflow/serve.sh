@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# MLflow tracking server on a Debian/Ubuntu VM, backed by a local PostgreSQL.
+# MLflow tracking server on a Debian/Ubuntu VM, backed by a local PostgreSQL,
+# with MLflow's own login (--app-name basic-auth; users in the same database).
 #
 #   read -rs MLFLOW_DB_PASSWORD && export MLFLOW_DB_PASSWORD   # not in shell history
+#   read -rs MLFLOW_AUTH_ADMIN_PASSWORD && export MLFLOW_AUTH_ADMIN_PASSWORD   # first start
+#   export MLFLOW_FLASK_SERVER_SECRET_KEY=$(openssl rand -hex 32)   # keep it fixed (file, unit)
 #   bash infra/mlflow/serve.sh              # set up what is missing, then run mlflow (foreground)
-#   bash infra/mlflow/serve.sh --dry-run    # only print the mlflow command it would run
+#   bash infra/mlflow/serve.sh --dry-run    # only print the auth config and the mlflow command
 #
 # Safe to rerun: it installs PostgreSQL only if `psql` is missing, creates the
 # role and database only if absent (and re-sets the role's password, so a
@@ -14,18 +17,21 @@
 # Environment (defaults in brackets):
 #   MLFLOW_DB_PASSWORD  required; password of the PostgreSQL role. Never printed,
 #                       never on a command line (it reaches libpq as PGPASSWORD).
+#   MLFLOW_FLASK_SERVER_SECRET_KEY  required by basic-auth (CSRF); random, fixed.
+#   MLFLOW_AUTH_ADMIN_PASSWORD      needed on the first start only: MLflow creates
+#                       the user `admin` with it (12+ characters), then ignores it.
 #   MLFLOW_HOST         [127.0.0.1] interface to bind. Loopback by default: reach it
 #                       through an SSH tunnel. Use a private address only behind a
-#                       firewall; MLflow has no authentication in this setup.
+#                       firewall (and TLS: basic auth sends passwords in clear text).
 #   MLFLOW_PORT         [5000]
 #   MLFLOW_ARTIFACTS    [/var/lib/mlflow/artifacts] where the server stores artifacts
 #   MLFLOW_DB_USER      [mlflow]   MLFLOW_DB_NAME [mlflow]
-#   MLFLOW_VENV         [$HOME/.venvs/mlflow]
+#   MLFLOW_VENV         [$HOME/.venvs/mlflow]  (the auth config is written there too)
 #   MLFLOW_VERSION      [3.17.2]   pinned to the client in the project's environment
 #   PSYCOPG2_VERSION    [2.9.13]
 set -euo pipefail
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 DRY_RUN=0
 case "${1:-}" in
@@ -36,6 +42,7 @@ case "${1:-}" in
 esac
 
 : "${MLFLOW_DB_PASSWORD:?MLFLOW_DB_PASSWORD must be set (the PostgreSQL password for the MLflow role)}"
+: "${MLFLOW_FLASK_SERVER_SECRET_KEY:?MLFLOW_FLASK_SERVER_SECRET_KEY must be set (basic-auth CSRF key: openssl rand -hex 32, kept fixed)}"
 MLFLOW_HOST="${MLFLOW_HOST:-127.0.0.1}"
 MLFLOW_PORT="${MLFLOW_PORT:-5000}"
 MLFLOW_ARTIFACTS="${MLFLOW_ARTIFACTS:-/var/lib/mlflow/artifacts}"
@@ -69,15 +76,31 @@ MLFLOW_CMD=(
   --backend-store-uri "$BACKEND_URI"
   --artifacts-destination "$MLFLOW_ARTIFACTS"
   --serve-artifacts
+  --app-name basic-auth
 )
+
+# basic-auth's config (MLFLOW_AUTH_CONFIG_PATH). No secret in it: users and
+# permissions go to the same database, whose password libpq takes from
+# PGPASSWORD; the admin password stays in MLFLOW_AUTH_ADMIN_PASSWORD.
+# NO_PERMISSIONS: a user sees only experiments they created or were granted
+# (see infra/mlflow/basic_auth.ini and infra/README.md).
+AUTH_CONFIG="$MLFLOW_VENV/basic_auth.ini"
+AUTH_INI="[mlflow]
+default_permission = NO_PERMISSIONS
+database_uri = $BACKEND_URI
+admin_username = admin
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+grant_default_workspace_access = false"
 
 case "$MLFLOW_HOST" in
   127.*|localhost|::1) ;;
-  *) log "warning: binding to $MLFLOW_HOST, not loopback; MLflow has no auth here, firewall the port" ;;
+  *) log "warning: binding to $MLFLOW_HOST, not loopback: firewall the port, and put TLS in front if the path leaves a private network (basic auth sends passwords in clear text over HTTP)" ;;
 esac
 
 if (( DRY_RUN )); then
-  log "dry run: nothing installed or started"
+  log "dry run: nothing installed, written or started"
+  log "auth config for MLFLOW_AUTH_CONFIG_PATH=$AUTH_CONFIG:"
+  printf '%s\n' "$AUTH_INI" >&2
   printf '%q ' "${MLFLOW_CMD[@]}"; printf '\n'
   exit 0
 fi
@@ -134,11 +157,12 @@ if [[ ! -x "$MLFLOW_VENV/bin/python" ]]; then
   fi
   python3 -m venv "$MLFLOW_VENV"
 fi
+# mlflow[auth]: the extra brings Flask-WTF, which --app-name basic-auth needs.
 if ! "$MLFLOW_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mlflow') != '$MLFLOW_VERSION')" 2>/dev/null \
-   || ! "$MLFLOW_VENV/bin/python" -c 'import psycopg2' 2>/dev/null; then
-  log "installing mlflow==$MLFLOW_VERSION and psycopg2-binary==$PSYCOPG2_VERSION into $MLFLOW_VENV"
+   || ! "$MLFLOW_VENV/bin/python" -c 'import psycopg2, flask_wtf' 2>/dev/null; then
+  log "installing mlflow[auth]==$MLFLOW_VERSION and psycopg2-binary==$PSYCOPG2_VERSION into $MLFLOW_VENV"
   "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check \
-    "mlflow==$MLFLOW_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION"
+    "mlflow[auth]==$MLFLOW_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION"
 fi
 
 # 4. Artifact directory, owned by the user that runs mlflow.
@@ -146,7 +170,18 @@ if [[ ! -d "$MLFLOW_ARTIFACTS" ]] || [[ ! -w "$MLFLOW_ARTIFACTS" ]]; then
   "${SUDO[@]}" install -d -m 750 -o "$(id -u)" -g "$(id -g)" "$MLFLOW_ARTIFACTS"
 fi
 
-# 5. Run (exec: signals from tmux/systemd reach mlflow directly).
+# 5. The auth config, rewritten on every start (it holds no secret).
+printf '%s\n' "$AUTH_INI" > "$AUTH_CONFIG"
+export MLFLOW_AUTH_CONFIG_PATH="$AUTH_CONFIG"
+export MLFLOW_FLASK_SERVER_SECRET_KEY
+if [[ -n "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ]]; then
+  export MLFLOW_AUTH_ADMIN_PASSWORD
+else
+  log "MLFLOW_AUTH_ADMIN_PASSWORD is not set: fine once the admin user exists; on the first start MLflow will refuse to start without it"
+fi
+
+# 6. Run (exec: signals from tmux/systemd reach mlflow directly). The
+# passwords reach it only through the environment.
 export PGPASSWORD="$MLFLOW_DB_PASSWORD"
 log "starting mlflow on http://$MLFLOW_HOST:$MLFLOW_PORT"
 exec "${MLFLOW_CMD[@]}"

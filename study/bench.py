@@ -2,6 +2,7 @@
 
     python -m study.bench train-step   plain fine-tuning vs hybrid batches r in {0, 0.25, 0.5, 1} (PGD, K=3)
     python -m study.bench encode       our evaluation encoder path vs a plain transformers loop
+    python -m study.bench driver       the study's Ray Tune driver: time per reported result, 100 vs 1,000 trials
 
 Timings are means over repeated steps, the configurations interleaved round by round so that a machine
 that slows down or speeds up during the run affects all of them alike.
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-from study.errors import cli_main
+from study.errors import UsageError, cli_main
 
 
 def _sync(device: torch.device) -> None:
@@ -138,6 +139,295 @@ def bench_encode(args) -> None:
           f"min cosine between the two paths' embeddings {agreement:.6f}")
 
 
+# ----------------------------------------------------------------------------- driver
+# What the driver of a study does per reported result: Optuna's searcher (study.tuning.make_searcher), ASHA
+# (make_scheduler), the MLflow callback (study.tracking.ChildRunLogger), the progress table, checkpoint
+# bookkeeping and Tune's experiment snapshots. The trials do no training: each reports, per epoch, a metric dict
+# with exactly the keys `study.robustness.flatten` gives for the languages, plus the trainer's, and a tiny
+# checkpoint. The Tuner is built like `study.tuning.study_tuner`, from the same pieces.
+TRAINER_KEYS = ("train.loss", "train.adversarial_share", "train.seconds", "epoch", "eval.seconds", "node_id")
+# --metrics scalars: the study's headline figures only (a dozen), instead of every per-language one
+SCALAR_KEYS = ("objective.robust", "objective.clean", "group.low.clean", "group.low.robust", "group.high.clean",
+               "group.high.robust", "en.paraphrase_acc", "en.stsb_spearman")
+# the figures the fake trials scale by their quality (accuracies and their means); en.* are left alone
+_SCALED = ("acc.", "group.", "objective.")
+
+
+def _fake_evaluation(langs: list[str], rng) -> dict[str, float]:
+    """A realistic flat metric dict: random but valid per-language figures (the keys of
+    `study.robustness.evaluate_language`, with the default radii and typo rate, means consistent), flattened by
+    `study.robustness.flatten` with the English check."""
+    from study.robustness import EvalConfig, flatten, fmt
+
+    cfg = EvalConfig(langs=langs)
+    keep = {0.02: 0.95, 0.05: 0.82, 0.1: 0.58, 0.2: 0.3}  # attacked / clean L->English of the untrained encoder
+    per_lang = {}
+    for lang in langs:
+        l2e, e2l = rng.uniform(0.3, 0.97), rng.uniform(0.3, 0.97)
+        fig = {"l2e": l2e, "e2l": e2l, "clean": (l2e + e2l) / 2}
+        for eps in cfg.radii:
+            fig[f"attacked_eps{fmt(eps)}"] = l2e * keep.get(eps, 0.5) * rng.uniform(0.9, 1.0)
+            fig[f"noise_eps{fmt(eps)}"] = l2e * rng.uniform(0.97, 1.0)
+        for rate in cfg.typo_rates:
+            fig[f"typo_p{fmt(rate)}"] = l2e * rng.uniform(0.6, 0.9)
+        fig["robust"] = statistics.mean(fig[f"attacked_eps{fmt(eps)}"] for eps in cfg.radii)
+        fig["n"] = rng.randint(200, 1000)
+        per_lang[lang] = fig
+    english = {"paraphrase_acc": rng.uniform(0.8, 0.95), "stsb_spearman": rng.uniform(0.75, 0.85)}
+    return flatten(per_lang, english)
+
+
+def _fake_trainable(templates: list[dict]):
+    """The trial function: per epoch, one of `templates` scaled by a quality that depends on r and epsilon (so
+    TPE and ASHA see a signal), the trainer's keys, a tiny checkpoint, `tune.report`. Built as a closure so Ray
+    ships it by value: the trial processes import neither torch nor this module."""
+
+    scaled = _SCALED
+
+    def fake_trial(config: dict) -> None:
+        import json
+        import math
+        import os
+        import random
+        import tempfile
+        import time
+
+        import ray
+        from ray import tune
+
+        rng = random.Random(repr((config["ratio"], config["epsilon"], config["seed"])))
+        template = templates[rng.randrange(len(templates))]
+        quality = max(0.2, 1 - 0.4 * abs(config["ratio"] - 0.3)
+                      - 0.1 * abs(math.log10(config["epsilon"]) + 1) - 0.1 * rng.random())
+        epoch, checkpoint = 0, tune.get_checkpoint()
+        if checkpoint:  # a restarted trial continues after its last epoch, as the real one does
+            with checkpoint.as_directory() as directory:
+                with open(os.path.join(directory, "state.json")) as f:
+                    epoch = json.load(f)["epoch"]
+        node = ray.get_runtime_context().get_node_id()
+        while epoch < config["epochs"]:
+            epoch += 1
+            factor = quality * min(1.0, 0.9 + 0.05 * epoch)
+            metrics = {k: v * factor if k.startswith(scaled) else v for k, v in template.items()}
+            metrics.update({"train.loss": 2.0 / (epoch + quality), "train.adversarial_share": config["ratio"],
+                            "train.seconds": 0.0, "epoch": epoch, "eval.seconds": 0.0, "node_id": node})
+            with tempfile.TemporaryDirectory() as directory:
+                with open(os.path.join(directory, "state.json"), "w") as f:
+                    json.dump({"epoch": epoch, "time": time.time()}, f)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    return fake_trial
+
+
+def _result_clock():
+    """A Tune callback (the run's last) that notes when the driver handed each result to the callbacks."""
+    from ray.tune import Callback
+
+    class ResultClock(Callback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.times.append(time.perf_counter())
+
+    return ResultClock()
+
+
+# (label, file the function is in, function names): what the profile attributes the driver's time to. Nested
+# entries (two leading spaces) are part of the entry above them.
+_COMPONENTS = (
+    ("Tune step loop (TuneController.step)", "ray/tune/execution/tune_controller.py", {"step"}),
+    ("experiment snapshots (TuneController.checkpoint)", "ray/tune/execution/tune_controller.py", {"checkpoint"}),
+    ("  writing the snapshot (save_to_dir)", "ray/tune/execution/tune_controller.py", {"save_to_dir"}),
+    ("    searcher state pickled (save_to_dir)", "ray/tune/search/search_generator.py", {"save_to_dir"}),
+    ("    trials' JSON state (get_json_state)", "ray/tune/experiment/trial.py", {"get_json_state"}),
+    ("  waiting for the previous sync", "ray/train/_internal/syncer.py", {"wait"}),
+    ("searcher (ConcurrencyLimiter: Optuna TPE)", "ray/tune/search/concurrency_limiter.py",
+     {"suggest", "on_trial_complete", "on_trial_result"}),
+    ("scheduler (ASHA)", "ray/tune/schedulers/async_hyperband.py",
+     {"on_trial_add", "on_trial_result", "on_trial_complete", "on_trial_remove", "choose_trial_to_run"}),
+    ("MLflow callback (ChildRunLogger)", "study/tracking.py",
+     {"on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"}),
+    ("Tune's CSV logger", "ray/tune/logger/csv.py", {"log_trial_start", "log_trial_result", "log_trial_end"}),
+    ("Tune's JSON logger", "ray/tune/logger/json.py", {"log_trial_start", "log_trial_result", "log_trial_end"}),
+    ("Tune's TensorBoard logger", "ray/tune/logger/tensorboardx.py",
+     {"log_trial_start", "log_trial_result", "log_trial_end"}),
+    ("progress table (_report_progress)", "ray/tune/tune.py", {"_report_progress"}),
+)
+
+
+def _profile_summary(profile, results: int, top: int) -> list[str]:
+    import pstats
+
+    stats = pstats.Stats(profile)
+    lines = [f"    {'component (cProfile, main thread)':<50} {'calls':>8} {'s':>8} {'ms/result':>10}"]
+    for label, path, names in _COMPONENTS:
+        calls = seconds = 0.0
+        for (filename, _, name), (_, ncalls, _, cumtime, _) in stats.stats.items():
+            if name in names and filename.endswith(path):
+                calls, seconds = calls + ncalls, seconds + cumtime
+        lines.append(f"    {label:<50} {calls:>8.0f} {seconds:>8.1f} {1000 * seconds / max(results, 1):>10.2f}")
+    for key, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+        lines.append(f"    top {top} by {title}:")
+        entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2 if key == "tottime" else 3], reverse=True)
+        for (filename, line, name), (_, ncalls, tottime, cumtime, _) in entries[:top]:
+            where = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+            lines.append(f"      {tottime:>7.1f} own {cumtime:>7.1f} cum {ncalls:>8} calls  {where}:{line}({name})")
+    return lines
+
+
+def _driver_run(args, trials: int, backend: str, uri: str | None, templates: list[dict]) -> dict:
+    """One Tune run of `trials` trials on a fresh storage and (embedded store) a fresh MLflow store."""
+    import cProfile
+    import resource
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ray import tune
+
+    from search_spaces import load_space
+    from study import tracking
+    from study.models import DEFAULT_MODEL
+    from study.robustness import objective_metric
+    from study.studydir import ray_storage
+    from study.tuning import (
+        STUDY_EXPERIMENT,
+        _run_config,
+        make_scheduler,
+        make_searcher,
+        progress_columns,
+        trial_param_space,
+    )
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-driver-{backend}-{trials}-", dir=args.work_dir))
+    settings = dict(space="hybrid_ratio", objective="robust", seed=args.seed, num_samples=trials,
+                    epochs=args.epochs, max_concurrent=args.max_concurrent, model=DEFAULT_MODEL, data_dir=None,
+                    eval={"langs": args.lang_codes, "seed": args.seed}, batch_size=32, max_train_pairs=None,
+                    train={}, method=None, storage_path=None)
+    space = load_space(settings["space"])
+    uri = uri or tracking.default_tracking_uri(work)
+    client = tracking.client_for(uri)
+    experiment = tracking.experiment_id(client, work, uri)
+    parent = tracking.start_parent_run(client, experiment, name=f"bench driver {trials} trials {backend}",
+                                       params={"trials": trials, "epochs": args.epochs, "langs": len(args.lang_codes),
+                                               "metrics": args.metrics}, tags={"bench": "driver"})
+    clock = _result_clock()
+    scheduler = make_scheduler(settings, space)
+    tune_config = tune.TuneConfig(metric=objective_metric("robust"), mode="max",
+                                  search_alg=make_searcher(settings, space, scheduler), scheduler=scheduler,
+                                  num_samples=trials, reuse_actors=args.reuse_actors,
+                                  trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
+    callback = tracking.ChildRunLogger(uri, experiment, parent)
+    run_config = _run_config(STUDY_EXPERIMENT, ray_storage(settings, work), callback,
+                             progress_columns([*space.space, "method"]), max_failures=2,
+                             checkpoint_config=tune.CheckpointConfig(num_to_keep=args.num_to_keep or None))
+    run_config.callbacks.append(clock)
+    if args.quiet:
+        run_config.verbose = 0
+    trainable = tune.with_resources(_fake_trainable(templates), {"cpu": args.cpus_per_trial})
+    tuner = tune.Tuner(trainable, param_space=trial_param_space(settings, space), tune_config=tune_config,
+                       run_config=run_config)
+
+    profile = cProfile.Profile() if args.profile else None
+    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    if profile:
+        profile.enable()
+    grid = tuner.fit()
+    if profile:
+        profile.disable()
+    wall = time.perf_counter() - start
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+    client.set_terminated(parent, status="FINISHED")
+
+    disk = sum(f.stat().st_size for f in (work / "ray").rglob("*") if f.is_file())
+    times = clock.times
+    results = len(times)
+    quarters = [times[round(i * (results - 1) / 4)] for i in range(5)] if results > 4 else []
+    run = dict(backend=backend, trials=trials, results=results, errors=sum(1 for r in grid if r.error), wall=wall,
+               ms=1000 * wall / max(results, 1),
+               steady=1000 * (times[-1] - times[0]) / max(results - 1, 1) if results > 1 else float("nan"),
+               quarters=[1000 * (b - a) / max((results - 1) / 4, 1) for a, b in zip(quarters, quarters[1:])],
+               cpu=1000 * ((cpu_end.ru_utime + cpu_end.ru_stime) - (cpu_start.ru_utime + cpu_start.ru_stime))
+               / max(results, 1), disk=disk, metrics=len(templates[0]))
+    if profile:
+        stats_file = Path(args.profile) / f"driver-{backend}-{trials}.pstats"
+        stats_file.parent.mkdir(parents=True, exist_ok=True)
+        profile.dump_stats(stats_file)
+        run["profile"] = [f"    profile: {stats_file}", *_profile_summary(profile, results, args.top)]
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        run["kept"] = str(work)
+    return run
+
+
+def _run_line(run: dict) -> str:
+    quarters = " / ".join(f"{q:.1f}" for q in run["quarters"])
+    return (f"{run['backend']:<7} {run['trials']:>6} {run['results']:>8} {run['errors']:>6} {run['wall']:>8.1f} "
+            f"{run['ms']:>10.1f} {run['steady']:>10.1f} {run['cpu']:>10.1f} {run['disk'] / 2**20:>9.1f}"
+            f"   {quarters}")
+
+
+def bench_driver(args) -> None:
+    import logging
+    import os
+    import random
+
+    import ray
+
+    from study.languages import resolve_languages
+
+    sizes = [int(n) for n in args.trials.split(",")]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise UsageError("--trials needs two or more sizes >= 1, e.g. 100,1000")
+    if args.epochs < 2:
+        raise UsageError("--epochs must be >= 2 (ASHA acts on the epochs)")
+    if args.no_auto_loggers:  # Tune's CSV, JSON and TensorBoard logger callbacks on the driver
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    args.lang_codes = resolve_languages(group="all") if args.langs == "112" else resolve_languages()
+    rng = random.Random(args.seed)
+    templates = [_fake_evaluation(args.lang_codes, rng) for _ in range(8)]
+    if args.metrics == "scalars":
+        templates = [{k: t[k] for k in SCALAR_KEYS} for t in templates]
+    numeric = len(templates[0]) + len(TRAINER_KEYS) - 1  # node_id is a string
+
+    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    backends = [("sqlite", None)] + ([("server", args.tracking_uri)] if args.tracking_uri else [])
+    runs = []
+    for backend, uri in backends:
+        for trials in sizes:
+            print(f"[bench driver] {backend}: {trials} trials x {args.epochs} epochs ...", file=sys.stderr, flush=True)
+            runs.append(_driver_run(args, trials, backend, uri, templates))
+            print(f"[bench driver] {_run_line(runs[-1])}", file=sys.stderr, flush=True)
+    ray.shutdown()
+
+    print(f"\nRay Tune driver: {args.langs} languages, {numeric} numeric metrics per result "
+          f"({args.metrics}), {args.epochs} epochs, ASHA, Optuna TPE (max {args.max_concurrent} concurrent), "
+          f"CheckpointConfig(num_to_keep={args.num_to_keep or None}), auto loggers "
+          f"{'off' if args.no_auto_loggers else 'on'}, reuse_actors={args.reuse_actors}, {args.num_cpus} Ray CPUs, "
+          f"{args.cpus_per_trial} CPU/trial")
+    print("ms/result = wall of tuner.fit() / results; steady = first to last result; driver CPU = the driver "
+          "process's CPU time / results; by quarter = ms/result in each quarter of the results")
+    print(f"{'store':<7} {'trials':>6} {'results':>8} {'errors':>6} {'wall s':>8} {'ms/result':>10} {'steady':>10} "
+          f"{'driver CPU':>10} {'disk MiB':>9}   by quarter")
+    for run in runs:
+        print(_run_line(run))
+    for run in runs:
+        if "profile" in run:
+            print(f"  {run['backend']} {run['trials']} trials:")
+            print("\n".join(run["profile"]))
+        if "kept" in run:
+            print(f"  {run['backend']} {run['trials']} trials kept in {run['kept']}")
+    ratios = []
+    for backend, _ in backends:
+        first, last = [r for r in runs if r["backend"] == backend][0], [r for r in runs if r["backend"] == backend][-1]
+        ratios.append(f"{last['ms'] / first['ms']:.2f}x{' (bar <= 1.5x)' if not ratios else ''} on {backend} "
+                      f"(steady {last['steady'] / first['steady']:.2f}x, driver CPU {last['cpu'] / first['cpu']:.2f}x)")
+    print(f"driver time per result at {sizes[-1]} trials vs {sizes[0]}: " + "; ".join(ratios))
+
+
 @cli_main
 def main(argv=None) -> int:
     from study.models import DEFAULT_MODEL
@@ -159,8 +449,37 @@ def main(argv=None) -> int:
     encode.add_argument("--data-dir")
     for p in (train, encode):
         p.add_argument("--model", default=DEFAULT_MODEL)
+    driver = sub.add_parser("driver", help="the study's Ray Tune driver at scale: time per reported result, "
+                                           "100 vs 1,000 trials")
+    driver.add_argument("--trials", default="100,1000", help="trials per Tune run, comma-separated; the ratio is "
+                                                             "last vs first")
+    driver.add_argument("--epochs", type=int, default=2, help="epochs per trial (>= 2: ASHA stops some after one)")
+    driver.add_argument("--langs", choices=("26", "112"), default="26",
+                        help="26: the default groups (low and high), 112: every Tatoeba language")
+    driver.add_argument("--metrics", choices=("full", "scalars"), default="full",
+                        help="full: every per-language figure (what a trial reports); scalars: the dozen headline "
+                             "figures only")
+    driver.add_argument("--tracking-uri", help="an MLflow server (e.g. on PostgreSQL) measured after the embedded "
+                                               "SQLite store")
+    driver.add_argument("--num-to-keep", type=int, default=1,
+                        help="CheckpointConfig(num_to_keep) as the study sets it (1); 0: keep every checkpoint")
+    driver.add_argument("--no-auto-loggers", action="store_true",
+                        help="TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1: no CSV/JSON/TensorBoard logger callbacks")
+    driver.add_argument("--reuse-actors", action="store_true",
+                        help="TuneConfig(reuse_actors=True): a trial process runs trial after trial (the study "
+                             "starts one per trial); spares the workers' start-up, not the driver's work")
+    driver.add_argument("--max-concurrent", type=int, default=16, help="trials at once (the same for every size)")
+    driver.add_argument("--cpus-per-trial", type=float, default=0.05)
+    driver.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    driver.add_argument("--seed", type=int, default=0)
+    driver.add_argument("--profile", metavar="DIR", help="cProfile the driver during each fit: DIR/*.pstats and "
+                                                         "the time per component")
+    driver.add_argument("--top", type=int, default=15, help="profile entries shown")
+    driver.add_argument("--quiet", action="store_true", help="no progress table (the study prints one)")
+    driver.add_argument("--keep", action="store_true", help="keep each run's Ray storage and MLflow store")
+    driver.add_argument("--work-dir", help="where the runs' temporary folders go (default: the temp dir)")
     args = parser.parse_args(argv)
-    {"train-step": bench_train_step, "encode": bench_encode}[args.command](args)
+    {"train-step": bench_train_step, "encode": bench_encode, "driver": bench_driver}[args.command](args)
     return 0
 
 

@@ -47,7 +47,7 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 @cli_main
 def main(argv=None) -> int:
-    from study.models import DEFAULT_MODEL, resolve_model
+    from study.models import DEFAULT_MODEL, check_model
 
     parser = argparse.ArgumentParser(prog="python -m study.evaluate",
                                      description="Per-language zero-shot retrieval robustness of one encoder.")
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     for lang in langs:  # fail on a missing or malformed file before spending minutes on the others
         load_tatoeba(lang, data_dir, 1)
-    model_path = resolve_model(args.model)
+    model_path = check_model(args.model)
     encoder = Encoder.load(model_path, device=args.device)
     print(f"model {args.model}  data {describe_data_dir(data_dir)}  {len(langs)} languages  "
           f"radii {list(config.radii)}", file=sys.stderr)

@@ -262,6 +262,38 @@ def resolve_model(name_or_path: str | None) -> str:
     return name_or_path
 
 
+def check_model(name_or_path: str | None) -> str:
+    """`resolve_model`, then load the model's config and tokenizer once, so that a directory which is not a
+    usable model fails now with one line (not minutes later, inside every trial, with a long traceback)."""
+    import logging
+
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    resolved = resolve_model(name_or_path)
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    logging.disable(logging.WARNING)  # tokenizer conversion attempts log pages of warnings before failing
+    try:
+        config = AutoConfig.from_pretrained(resolved)
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        if tokenizer.pad_token_id is None or not tokenizer(QUERY_PREFIX + "hello")["input_ids"]:
+            raise ValueError("its tokenizer has no vocabulary or no padding token")
+    except Exception as err:  # transformers raises many types (OSError, ValueError, KeyError, ImportError ...)
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ModelError(f"{name_or_path} is not a usable model: {first.strip()[:200]}") from None
+    finally:
+        logging.disable(logging.NOTSET)
+        transformers_logging.set_verbosity(level)
+    if not getattr(config, "hidden_size", None):
+        raise ModelError(f"{name_or_path} is not a usable model: its config has no hidden_size (not an encoder)")
+    local = Path(resolved)
+    if local.is_dir() and not any((local / name).is_file() for name in ("model.safetensors",
+                                                                         "model.safetensors.index.json")):
+        raise ModelError(f"{name_or_path} is not a usable model: no model.safetensors (weights) in it")
+    return resolved
+
+
 @cli_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.models", description=__doc__.split("\n")[0])

@@ -53,8 +53,22 @@ def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
         raise ClusterError(f"cannot connect to Ray at {address or 'a new local instance'}: "
                          f"{str(err).splitlines()[0][:200]}{hint}") from None
     url = getattr(context, "dashboard_url", None)
-    print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not running", file=sys.stderr)
+    login = " (it asks for Ray's token: `ray get-auth-token` prints it)" if token_auth_on(address) else ""
+    print(f"Ray dashboard: http://{url}{login}" if url else "Ray dashboard: not running", file=sys.stderr)
     return context
+
+
+def token_auth_on(address: str | None) -> bool:
+    """Whether Ray's token authentication guards the dashboard: Ray 2.60 turns it on for a new local instance
+    unless RAY_AUTH_MODE says otherwise, and for a joined cluster when a token is configured."""
+    import os
+    from pathlib import Path
+
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode.lower() == "token"
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    return not address or bool(os.environ.get("RAY_AUTH_TOKEN")) or token.is_file()
 
 
 def alive_nodes() -> list[dict]:

@@ -33,7 +33,7 @@ from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of, in_group
 from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray
 from study.stats import Interval, format_interval, mark
-from study.studydir import load_study, write_json
+from study.studydir import load_study, tracking_uri, write_json
 from study.trials import finished_baseline, load_trials, rank_trials
 from study.tuning import replication_tuner
 from trainables.config import TrialConfig
@@ -309,18 +309,18 @@ def main(argv=None) -> int:
     parser.add_argument("--top", type=int, default=3, help="best configurations to replicate (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
     parser.add_argument("--address", help="Ray cluster to join (auto, or HOST:PORT); default: a local Ray")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
+    parser.add_argument("--tracking-uri", help="the MLflow store the study logged to (default: the embedded store "
+                                               "in STUDY_DIR, else $MLFLOW_TRACKING_URI, else the URI it kept)")
     args = parser.parse_args(argv)
     if args.top < 1 or args.seeds < 1:
         raise UsageError("--top and --seeds must be >= 1")
     saved = load_study(args.study_dir)
     study_dir = Path(args.study_dir)
     settings = saved["settings"]
-    uri = args.tracking_uri or saved.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise UsageError("the study's tracking URI is not stored (it had credentials): pass --tracking-uri")
+    uri = tracking_uri(study_dir, saved, args.tracking_uri)
     tracking.check_reachable(uri)
     client = tracking.client_for(uri)
+    tracking.check_parent_run(client, saved["parent_run_id"], uri)
     chosen = choose_configs(load_trials(client, saved["experiment_id"], saved["parent_run_id"]),
                             settings["objective"], args.top)
     langs = list(GROUPS["low"]) + list(GROUPS["high"])

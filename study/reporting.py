@@ -20,7 +20,7 @@ from study import plots
 from study.errors import StudyError
 from study.languages import LANGUAGES, group_of
 from study.robustness import DEFAULT_RADII, objective_metric
-from study.studydir import REFERENCE_FILE, load_study, write_json
+from study.studydir import REFERENCE_FILE, load_study, tracking_uri, write_json
 from study.trials import finished_baseline, load_trials, pareto_front, rank_trials
 
 
@@ -101,15 +101,19 @@ def param_importances(trials: list[dict], key: str, searched: list[str]) -> dict
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
 
 
-def build_report(study_dir: Path, client=None, print_table: bool = False) -> Path:
-    """Write the report into STUDY_DIR/report and log it to the parent run. Returns the report folder."""
+def build_report(study_dir: Path, client=None, print_table: bool = False, uri: str | None = None) -> Path:
+    """Write the report into STUDY_DIR/report and log it to the parent run. Returns the report folder.
+    The tracking store: `client`, else `uri`, else the study's own (`study.studydir.tracking_uri`)."""
     from study import tracking
 
     study_dir = Path(study_dir)
     saved = load_study(study_dir)
     settings, parent = saved["settings"], saved["parent_run_id"]
-    uri = saved.get("tracking_uri") or tracking.default_tracking_uri(study_dir)
-    client = client or tracking.client_for(uri)
+    if client is None:
+        uri = tracking_uri(study_dir, saved, uri)
+        tracking.check_reachable(uri)
+        client = tracking.client_for(uri)
+        tracking.check_parent_run(client, parent, uri)
     reference_path = study_dir / REFERENCE_FILE
     reference = json.loads(reference_path.read_text())["metrics"] if reference_path.is_file() else {}
     trials = load_trials(client, saved["experiment_id"], parent)

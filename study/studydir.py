@@ -1,6 +1,6 @@
 """A study's directory on disk: where each file lives, how it is created, read and written.
 
-    study.json       settings, MLflow ids, tracking URI (without credentials)
+    study.json       settings, MLflow ids, which tracking store (never credentials: see `tracking_record`)
     reference.json   the untrained encoder's figures (the reference row)
     mlflow.db, mlartifacts/   the embedded MLflow store (unless a tracking server is used)
     ray/             Ray Tune's state and checkpoints (ray/tune: the study, ray/replicate: its replication),
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from study.errors import StorageError, StudyError
+from study.tracking import default_tracking_uri, has_password, redact
 
 STUDY_FILE = "study.json"
 REFERENCE_FILE = "reference.json"
@@ -32,16 +33,30 @@ def write_json(path: Path, payload) -> None:
 
 
 def new_study_dir(out: str | None, space: str) -> Path:
-    """The directory of a new study (not created yet): `out`, or studies/<space>-<time>."""
+    """The directory of a new study: `out`, or studies/<space>-<time>. Checked by creating it (and removing
+    what was created): whatever would stop it later (a file in the way, no permission, a read-only or absent
+    filesystem) stops it now, with nothing left behind."""
     path = Path(out) if out else Path("studies") / f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and (path / STUDY_FILE).exists():
+    if (path / STUDY_FILE).exists():
         raise StudyError(f"{path} already holds a study: use --resume {path}, or another --out")
-    parent = path.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise StudyError(f"output directory {path} is not writable ({parent} is "
-                         f"{'not a directory' if not parent.is_dir() else 'read-only'})")
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise StudyError(f"output directory {path} is not writable ({err.strerror or type(err).__name__})") from None
+    finally:
+        for folder in missing:  # the study creates it for real once every check has passed
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
     return path
 
 
@@ -58,6 +73,37 @@ def load_study(path: str | Path) -> dict:
 
 def save_study(study_dir: Path, payload: dict) -> None:
     write_json(Path(study_dir) / STUDY_FILE, payload)
+
+
+def tracking_record(uri: str | None) -> dict:
+    """What study.json keeps of the tracking store: the embedded one (no URI: it is found again next to
+    study.json, so the folder can move), or a server's URI, kept only when it holds no password (else only
+    its redacted form, to name it in messages)."""
+    if uri is None:
+        return {"embedded": True}
+    return {"embedded": False, "uri": None if has_password(uri) else uri, "shown": redact(uri)}
+
+
+def tracking_uri(study_dir: Path, saved: dict, given: str | None = None) -> str:
+    """The tracking URI of a saved study: `given` (--tracking-uri) first; then the embedded store in the study
+    folder; then $MLFLOW_TRACKING_URI; then the URI study.json kept. Never one from Ray's pickled state."""
+    if given:
+        return given
+    record = saved.get("tracking") or _old_tracking_record(saved)
+    if record.get("embedded"):
+        return default_tracking_uri(study_dir)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or record.get("uri")
+    if not uri:
+        raise StudyError(f"study {study_dir} logs to {record.get('shown', 'a tracking server')}, whose URI holds a "
+                         "password and was not kept: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    return uri
+
+
+def _old_tracking_record(saved: dict) -> dict:
+    uri = saved.get("tracking_uri")  # study.json before 2026-12: an absolute URI, None when it had an '@'
+    if uri is None or uri.startswith("sqlite:"):
+        return {"embedded": uri is not None}
+    return {"embedded": False, "uri": uri, "shown": redact(uri)}
 
 
 def ray_storage(settings: dict, study_dir: Path) -> str:

@@ -21,6 +21,10 @@ from ray.tune.result import TRAINING_ITERATION  # Ray's epoch counter: the step 
 
 from study.errors import TrackingError
 
+# MLflow prints a "View run ... at: <tracking URI>" line whenever a run ends: with a password in the URI that
+# line leaks it to the terminal and to logs, and a study ends dozens of runs; it prints its own runs-table link
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
 EXPERIMENT = "xling-robust"
 TRIAL_TAG = "ray.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -29,6 +33,47 @@ PARENT_TAG = "mlflow.parentRunId"
 def redact(uri: str) -> str:
     """A tracking URI safe to print: credentials removed."""
     return re.sub(r"//[^/@]*@", "//***@", uri or "")
+
+
+def has_password(uri: str) -> bool:
+    """Whether a URI carries a password (user:password@host); a bare user@host does not."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(uri).password is not None
+    except ValueError:
+        return True  # unparsable: treat as secret
+
+
+# parent run id -> tracking URI. The ChildRunLogger looks its URI up here instead of holding it: Ray Tune pickles
+# its callbacks into the experiment's state (tuner.pkl), and a URI there could hold a password, and would win
+# over a new --tracking-uri on resume. The driver registers the URI before every fit.
+_TRACKING_URIS: dict[str, str] = {}
+
+
+def use_tracking_uri(parent_run_id: str, uri: str) -> None:
+    _TRACKING_URIS[parent_run_id] = uri
+
+
+def end_running_children(client, experiment: str, parent: str, status: str) -> int:
+    """Set every child run of `parent` still RUNNING to `status` (an interrupted or failed study leaves no run
+    RUNNING); returns how many."""
+    runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and "
+                                                          "attributes.status = 'RUNNING'", max_results=5000)
+    for run in runs:
+        client.set_terminated(run.info.run_id, status=status)
+    return len(runs)
+
+
+def experiment_url(uri: str, experiment: str) -> str:
+    """The link that opens the experiment's runs table (MLflow 3 otherwise opens its GenAI overview)."""
+    from urllib.parse import urlsplit
+
+    base = "http://127.0.0.1:5000"  # `mlflow ui`'s default, for an embedded store
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)  # without any user:password@ (a link is printed, and may be pasted anywhere)
+        base = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"
+    return f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"
 
 
 def default_tracking_uri(study_dir: Path) -> str:
@@ -77,12 +122,25 @@ def experiment_id(client, study_dir: Path, uri: str) -> str:
         if existing:
             return existing.experiment_id
         location = None if uri.startswith("http") else (Path(study_dir).resolve() / "mlartifacts").as_uri()
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
+        # a training experiment: without this tag MLflow 3's UI opens it in its GenAI view
+        return client.create_experiment(EXPERIMENT, artifact_location=location,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException as err:
         if err.get_http_status_code() in (401, 403):  # an authenticated server, and a user without a grant
             raise TrackingError(f"tracking server {redact(uri)} refused access to experiment '{EXPERIMENT}' "
                                 f"(HTTP {err.get_http_status_code()}): ask its admin for EDIT permission") from None
         raise
+
+
+def check_parent_run(client, parent: str, uri: str) -> None:
+    """A resumed study's parent run must be in this store (else the URI is not the one the study logged to)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(parent)
+    except MlflowException:
+        raise TrackingError(f"the study's parent run {parent} is not in {redact(uri)}: pass the --tracking-uri "
+                            "(or MLFLOW_TRACKING_URI) the study logged to") from None
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -115,10 +173,19 @@ class ChildRunLogger(Callback):
     are the trial's `TrialConfig` (`mlflow_params`), its metrics every reported figure, one step per epoch."""
 
     def __init__(self, tracking_uri: str, experiment: str, parent_run_id: str):
-        self.uri, self.experiment, self.parent = tracking_uri, experiment, parent_run_id
+        self.experiment, self.parent = experiment, parent_run_id
+        use_tracking_uri(parent_run_id, tracking_uri)
         self._client = None
         self._runs: dict[str, str] = {}       # trial id -> run id
         self._last_step: dict[str, int] = {}  # trial id -> last step logged
+
+    @property
+    def uri(self) -> str:
+        try:
+            return _TRACKING_URIS[self.parent]
+        except KeyError:
+            raise RuntimeError(f"no tracking URI registered for parent run {self.parent}: call "
+                               "tracking.use_tracking_uri before Tuner.fit") from None
 
     @property
     def client(self):
@@ -126,7 +193,7 @@ class ChildRunLogger(Callback):
             self._client = client_for(self.uri)
         return self._client
 
-    def __getstate__(self):  # Ray checkpoints callbacks with the experiment; the client is rebuilt
+    def __getstate__(self):  # Ray pickles callbacks with the experiment: no client, and no URI (see above)
         state = dict(self.__dict__)
         state["_client"] = None
         return state

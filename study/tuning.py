@@ -8,9 +8,14 @@ train_hybrid`, whose `TrialConfig` hands them to the hybrid-batch step.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import optuna
 from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
 
 from study.robustness import PARETO_METRICS, objective_metric
 from study.studydir import ray_storage
@@ -55,45 +60,106 @@ def progress_columns(keys) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- searcher and scheduler
-def make_searcher(settings: dict, space):
-    """Optuna's TPE behind Ray's OptunaSearch, told the r = 0 baseline first, at most `max_concurrent` at once."""
-    import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+def startup_trials(num_samples: int) -> int:
+    """TPE's random start-up trials: a quarter of the study, from 2 to 10 (Optuna's default of 10 would make
+    the smoke and cpu budgets pure random search)."""
+    return max(2, min(10, num_samples // 4))
 
-    class PruningAwareOptunaSearch(OptunaSearch):
-        """Ray's OptunaSearch tells Optuna a trial that ASHA stopped early is COMPLETE, with the value of
-        its last (early) epoch, as if that were its final score. Here it is told PRUNED instead, with its
-        per-epoch values, which is what Optuna's samplers expect of a trial stopped early."""
 
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            epochs = (result or {}).get("config", {}).get("epochs", settings["epochs"])
-            stopped_early = result and not error and result.get(TRAINING_ITERATION, epochs) < epochs
-            if stopped_early and not isinstance(self.metric, list) and trial_id not in self._completed_trials:
-                self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-                self._completed_trials.add(trial_id)
-                return
-            super().on_trial_complete(trial_id, result, error)
+class StudyOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, with two repairs for early stopping:
 
+    - A trial ASHA stopped is told to Optuna as PRUNED, after its last value is reported (Ray skips
+      `on_trial_result` for the result that triggered the stop), not COMPLETE with an early epoch's value as if
+      it were final. Its epochs are read from the flattened result Ray hands searchers (`config/epochs`).
+    - ASHA's rung records, which Tune does not save (ray-project/ray#30838), are saved and restored with the
+      searcher's own state, so a resumed study stops trials by the same standard as before.
+    """
+
+    def __init__(self, *args, study_epochs: int, scheduler=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._study_epochs, self._scheduler = study_epochs, scheduler
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        result = result or {}
+        epochs = result.get("config/epochs") or self._study_epochs
+        stopped_early = result and not error and result.get(TRAINING_ITERATION, epochs) < epochs
+        if stopped_early and not isinstance(self.metric, list) and trial_id not in self._completed_trials:
+            trial = self._ot_trials[trial_id]
+            if self.metric in result:
+                trial.report(result[self.metric], step=result[TRAINING_ITERATION])
+            self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+    def save(self, checkpoint_path: str):
+        scheduler, self._scheduler = self._scheduler, None  # the live scheduler is Tune's; keep its records only
+        self._rung_records = rung_records(scheduler) if scheduler else None
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self._scheduler = scheduler
+
+    def restore(self, checkpoint_path: str):
+        scheduler = self._scheduler
+        super().restore(checkpoint_path)
+        self._scheduler = scheduler
+        if scheduler and getattr(self, "_rung_records", None):
+            restore_rung_records(scheduler, self._rung_records)
+
+
+def rung_records(scheduler) -> list[list[dict]]:
+    """ASHA's state: per bracket, per rung, {trial id: objective at that rung's epoch}."""
+    return [[dict(recorded) for _, recorded in bracket._rungs] for bracket in scheduler._brackets]
+
+
+def restore_rung_records(scheduler, records: list[list[dict]]) -> None:
+    for bracket, saved in zip(scheduler._brackets, records):
+        for (_, recorded), values in zip(bracket._rungs, saved):
+            recorded.update(values)
+
+
+def make_searcher(settings: dict, space, scheduler=None):
+    """Optuna's TPE (multivariate; constant liar, so trials running at once are proposed apart) behind Ray's
+    OptunaSearch, told the r = 0 baseline first, at most `max_concurrent` trials at once."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # multivariate and constant_liar are marked experimental in Optuna; their notice says nothing actionable
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     baseline = space.baseline_point(DEFAULTS)
-    sampler = optuna.samplers.TPESampler(seed=settings["seed"])
+    sampler = optuna.samplers.TPESampler(seed=settings["seed"], n_startup_trials=startup_trials(
+        settings["num_samples"]), multivariate=True, constant_liar=True)
+    common = dict(sampler=sampler, points_to_evaluate=[baseline], study_epochs=settings["epochs"],
+                  scheduler=scheduler)
     if settings["objective"] == "pareto":
-        searcher = PruningAwareOptunaSearch(metric=list(PARETO_METRICS), mode=["max", "max"], sampler=sampler,
-                                            points_to_evaluate=[baseline])
+        searcher = StudyOptunaSearch(metric=list(PARETO_METRICS), mode=["max", "max"], **common)
     else:
-        searcher = PruningAwareOptunaSearch(sampler=sampler, points_to_evaluate=[baseline])
+        searcher = StudyOptunaSearch(**common)
     return ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"])
 
 
-def make_scheduler(settings: dict):
-    """ASHA on the epochs (single objective, more than one epoch), else none."""
-    from ray.tune.schedulers import ASHAScheduler
+class BaselineKeepingASHA(ASHAScheduler):
+    """ASHA that never stops the r = 0 baseline: its figures are recorded in the rungs like any trial's, but it
+    always trains to the end, as the report and the replication compare every trial with it."""
 
-    epochs = settings["epochs"]
-    if settings["objective"] == "pareto" or epochs <= 1:
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == self.STOP and trial.config.get("ratio") == 0:
+            return self.CONTINUE
+        return decision
+
+
+def max_epochs(settings: dict, space) -> int:
+    """The most epochs a trial of this study may train: the space's upper bound when it searches epochs."""
+    return space.space["epochs"].high if "epochs" in space.space else settings["epochs"]
+
+
+def make_scheduler(settings: dict, space):
+    """ASHA on the epochs (single objective, trials of more than one epoch), else none."""
+    longest = max_epochs(settings, space)
+    if settings["objective"] == "pareto" or longest <= 1:
         return None
-    return ASHAScheduler(time_attr=TRAINING_ITERATION, max_t=max(epochs, 1), grace_period=1, reduction_factor=2)
+    return BaselineKeepingASHA(time_attr=TRAINING_ITERATION, max_t=longest, grace_period=1, reduction_factor=2)
 
 
 # ----------------------------------------------------------------------------- tuners
@@ -131,9 +197,10 @@ def study_tuner(settings: dict, study_dir: Path, callback):
         return tune.Tuner.restore(state, trainable=trainable, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     single = settings["objective"] != "pareto"
+    scheduler = make_scheduler(settings, space)
     tune_config = tune.TuneConfig(metric=objective_metric(settings["objective"]) if single else None,
-                                  mode="max" if single else None, search_alg=make_searcher(settings, space),
-                                  scheduler=make_scheduler(settings), num_samples=settings["num_samples"],
+                                  mode="max" if single else None, search_alg=make_searcher(settings, space, scheduler),
+                                  scheduler=scheduler, num_samples=settings["num_samples"],
                                   trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
     columns = progress_columns([*space.space, "method"])
     run_config = _run_config(STUDY_EXPERIMENT, storage, callback, columns, max_failures=2,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from study.studydir import tracking_uri as study_tracking_uri
 from study.tracking import PARENT_TAG
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +48,7 @@ def wait_for(condition, proc: subprocess.Popen, log: Path, timeout: float = 400,
 def study_runs(study_dir: Path, tracking_uri: str | None = None):
     """(client, parent run, child runs) of a study, from its study.json."""
     saved = json.loads((study_dir / "study.json").read_text())
-    client = MlflowClient(tracking_uri=tracking_uri or saved["tracking_uri"])
+    client = MlflowClient(tracking_uri=study_tracking_uri(study_dir, saved, tracking_uri))
     parent = client.get_run(saved["parent_run_id"])
     children = client.search_runs([saved["experiment_id"]],
                                   filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")

@@ -16,6 +16,22 @@ def _not_a_model(tmp: Path) -> Path:
     return tmp / "empty_model"
 
 
+def _config_of_no_model(tmp: Path, config: str) -> Path:
+    """A folder with a config.json that names no usable model (and no tokenizer files)."""
+    folder = tmp / "not_a_model_config"
+    folder.mkdir()
+    (folder / "config.json").write_text(config)
+    return folder
+
+
+def _a_study(tmp: Path) -> Path:
+    """A folder that looks like a study (study.json), for the flags --resume must refuse before reading more."""
+    folder = tmp / "a_study"
+    folder.mkdir()
+    (folder / "study.json").write_text('{"settings": {}, "parent_run_id": "x", "experiment_id": "0"}')
+    return folder
+
+
 def _not_a_study(tmp: Path) -> Path:
     (tmp / "not_a_study").mkdir()
     return tmp / "not_a_study"
@@ -78,6 +94,18 @@ CASES = [
     ("unknown language (evaluate)", lambda t: ["study.evaluate", "--langs", "swh,qqq"], "'qqq'"),
     ("check of a missing model", lambda t: ["study.models", "check", "--model", str(t / "nomodel")],
      "does not exist"),
+    ("model config of no known model", lambda t: ["study.evaluate", "--langs", "swh", "--model",
+                                                  str(_config_of_no_model(t, '{"foo": 1}'))], "not a usable model"),
+    ("model config without a tokenizer", lambda t: ["study.run", "--budget", "smoke", "--out", str(t / "o"), "--model",
+                                                    str(_config_of_no_model(t, '{"model_type": "xlm-roberta"}'))],
+     "not a usable model"),
+    ("output dir cannot be created", lambda t: ["study.run", "--budget", "smoke", "--out", "/proc/1/xling-study"],
+     "not writable"),
+    ("resume with new settings", lambda t: ["study.run", "--resume", str(_a_study(t)), "--epochs", "3"],
+     "--epochs cannot change"),
+    ("report from an unreachable server", lambda t: ["study.report", str(_a_study(t)), "--tracking-uri",
+                                                     "http://user:secret@127.0.0.1:9"], "unreachable"),
+    ("replicate of a non-study", lambda t: ["study.replicate", str(_not_a_study(t))], "not a study directory"),
 ]
 
 

@@ -23,7 +23,16 @@ before doing anything, plus the project's own rules:
   and version pins agree across files (drift from the installed versions
   is reported as a warning);
 * the compose file publishes ports on 127.0.0.1 unless told otherwise,
-  serve.sh binds to 127.0.0.1 by default, and no real password is committed.
+  serve.sh binds to 127.0.0.1 by default, and no real password is committed;
+* the charts of the Ray dashboard: on KubeRay, every Ray container exports
+  its metrics on the named port the PodMonitors scrape, and the head's
+  RAY_GRAFANA_HOST / RAY_PROMETHEUS_HOST name the Services of the Helm
+  release the README installs; on one machine, Prometheus reads Ray's
+  service-discovery file and Grafana's provisioning Ray's dashboards folder,
+  both listening on 127.0.0.1 by default with pinned images; the Ray facts
+  these files rely on (env var names, ports, file paths, dashboard files)
+  are checked against the installed ``ray``, and ``promtool check config``
+  runs where Prometheus is installed.
 
 Checks that need ``ray``/``mlflow``/``jsonschema`` are skipped where those
 packages are not installed.
@@ -59,6 +68,16 @@ MLFLOW_DOCKERFILE = INFRA / "mlflow" / "Dockerfile"
 ENV_EXAMPLE = INFRA / "mlflow" / ".env.example"
 SERVE_SH = INFRA / "mlflow" / "serve.sh"
 AUTH_INI = INFRA / "mlflow" / "basic_auth.ini"
+KUBE_MONITORING = KUBERAY / "monitoring.yaml"
+KPS_VALUES = KUBERAY / "kube-prometheus-stack.values.yaml"
+MONITORING = INFRA / "monitoring"
+MON_COMPOSE = MONITORING / "docker-compose.yaml"
+MON_ENV_EXAMPLE = MONITORING / ".env.example"
+PROMETHEUS_YML = MONITORING / "prometheus.yml"
+GRAFANA_INI = MONITORING / "grafana" / "grafana.ini"
+GRAFANA_DATASOURCE = MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
+GRAFANA_DASHBOARD_PROVIDER = MONITORING / "grafana" / "provisioning" / "dashboards" / "ray.yaml"
+DASHBOARD_SCRIPT = MONITORING / "ray_grafana_dashboards.py"
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Values that are obviously not a real secret.
@@ -111,6 +130,15 @@ def test_expected_files_exist():
         ENV_EXAMPLE,
         SERVE_SH,
         AUTH_INI,
+        KUBE_MONITORING,
+        KPS_VALUES,
+        MON_COMPOSE,
+        MON_ENV_EXAMPLE,
+        PROMETHEUS_YML,
+        GRAFANA_INI,
+        GRAFANA_DATASOURCE,
+        GRAFANA_DASHBOARD_PROVIDER,
+        DASHBOARD_SCRIPT,
         INFRA / "README.md",
     ):
         assert path.is_file(), f"missing {path.relative_to(ROOT)}"
@@ -1101,6 +1129,450 @@ def test_mlflow_flags_and_version_match_installed_mlflow(compose, tmp_path):
 
 
 # --------------------------------------------------------------------------
+# Charts in the Ray dashboard: Prometheus + Grafana
+#
+# What these files rely on in Ray 2.60 (ray/dashboard/modules/metrics/metrics_head.py and templates.py,
+# ray/_private/ray_constants.py, the autoscaler's and the dashboard's metric ports); test_ray_metrics_facts
+# checks each against the installed ray, the other tests use them without needing ray.
+RAY_ENV_GRAFANA_HOST = "RAY_GRAFANA_HOST"
+RAY_ENV_PROMETHEUS_HOST = "RAY_PROMETHEUS_HOST"
+RAY_ENV_GRAFANA_IFRAME_HOST = "RAY_GRAFANA_IFRAME_HOST"
+# The Grafana data source name the Ray dashboard asks for (RAY_PROMETHEUS_NAME's default).
+RAY_PROMETHEUS_NAME = "Prometheus"
+RAY_TEMP_DIR = "/tmp/ray"
+RAY_SD_FILE = "/tmp/ray/prom_metrics_service_discovery.json"
+RAY_DASHBOARDS_DIR = "/tmp/ray/session_latest/metrics/grafana/dashboards"
+# Named head ports besides `metrics`: the autoscaler's and the dashboard's own metrics.
+RAY_METRIC_PORTS = {"as-metrics": 44217, "dash-metrics": 44227}
+# The namespace infra/README.md puts the Ray pods in.
+RAY_NAMESPACE = "xling"
+CONFIGMAP_LIMIT = 1024 * 1024
+
+# prometheus-operator's monitoring.coreos.com/v1 PodMonitor (PodMonitorSpec, PodMetricsEndpoint, RelabelConfig):
+# unknown keys are pruned by the CRD, as with KubeRay's.
+PODMONITOR_SPEC_KEYS = {
+    "jobLabel", "podTargetLabels", "podMetricsEndpoints", "selector", "selectorMechanism", "namespaceSelector",
+    "sampleLimit", "targetLimit", "scrapeProtocols", "fallbackScrapeProtocol", "labelLimit", "labelNameLengthLimit",
+    "labelValueLengthLimit", "nativeHistogramBucketLimit", "nativeHistogramMinBucketFactor",
+    "scrapeClassicHistograms", "keepDroppedTargets", "attachMetadata", "scrapeClass", "bodySizeLimit",
+}
+POD_METRICS_ENDPOINT_KEYS = {
+    "port", "portNumber", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout", "honorLabels",
+    "honorTimestamps", "trackTimestampsStaleness", "metricRelabelings", "relabelings", "proxyUrl",
+    "followRedirects", "enableHttp2", "filterRunning", "basicAuth", "bearerTokenSecret", "oauth2",
+    "authorization", "tlsConfig", "noProxy", "proxyFromEnvironment", "proxyConnectHeader",
+}
+RELABEL_KEYS = {"sourceLabels", "separator", "targetLabel", "regex", "modulus", "replacement", "action"}
+
+
+def joined_readme() -> str:
+    """infra/README.md with shell continuation lines joined."""
+    return re.sub(r"[ \t]*\\\n\s*", " ", (INFRA / "README.md").read_text())
+
+
+def helm_release() -> tuple[str, str, str]:
+    """(release, namespace, chart version) of the README's `helm install` of kube-prometheus-stack."""
+    m = re.search(r"helm install (\S+) prometheus-community/kube-prometheus-stack ([^\n]*)", joined_readme())
+    assert m, "infra/README.md never installs kube-prometheus-stack"
+    release, rest = m.groups()
+    version = re.search(r"--version[ =](\S+)", rest)
+    namespace = re.search(r"(?:--namespace|-n)[ =](\S+)", rest)
+    values = re.search(r"(?:-f|--values)[ =](\S+)", rest)
+    assert version and namespace and values, f"helm install lacks --version, --namespace or -f: {rest}"
+    assert (ROOT / values.group(1)).resolve() == KPS_VALUES.resolve(), values.group(1)
+    return release, namespace.group(1), version.group(1)
+
+
+def kps_service_urls(release: str, namespace: str) -> tuple[str, str]:
+    """(Grafana, Prometheus) Service URLs that kube-prometheus-stack creates for a release.
+
+    The chart's fullname is the release name plus "-kube-prometheus-stack" (unless the release name contains
+    it), cut to 26 characters; Prometheus' Service is "<fullname>-prometheus", port 9090. The grafana
+    subchart's Service is "<release>-grafana" (unless the release name contains "grafana"), port 80."""
+    chart = "kube-prometheus-stack"
+    fullname = release if chart in release else f"{release}-{chart}"[:26].rstrip("-")
+    grafana = release if "grafana" in release else f"{release}-grafana"
+    return f"http://{grafana}.{namespace}.svc:80", f"http://{fullname}-prometheus.{namespace}.svc:9090"
+
+
+def dashboard_script():
+    spec = importlib.util.spec_from_file_location("ray_grafana_dashboards", DASHBOARD_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kuberay_head_env_names_the_monitoring_services(raycluster, rayjob):
+    release, namespace, version = helm_release()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), "pin the chart's version: it pins Prometheus' and Grafana's images"
+    grafana, prometheus = kps_service_urls(release, namespace)
+    readme = joined_readme()
+    for where, spec in (("raycluster.yaml", raycluster["spec"]), ("rayjob.yaml", rayjob["spec"]["rayClusterSpec"])):
+        env = env_of(head_container(spec))
+        assert env[RAY_ENV_GRAFANA_HOST]["value"] == grafana, f"{where}: {RAY_ENV_GRAFANA_HOST}"
+        assert env[RAY_ENV_PROMETHEUS_HOST]["value"] == prometheus, f"{where}: {RAY_ENV_PROMETHEUS_HOST}"
+        # the browser's address of Grafana: the README's port-forward on this machine
+        iframe = env[RAY_ENV_GRAFANA_IFRAME_HOST]["value"]
+        m = re.fullmatch(r"http://(127\.0\.0\.1|localhost):(\d+)", iframe)
+        assert m, f"{where}: {RAY_ENV_GRAFANA_IFRAME_HOST}={iframe} is not a local port-forward"
+        service = grafana.split("//")[1].split(".")[0]
+        assert re.search(rf"kubectl port-forward -n {namespace} svc/{service} {m.group(2)}:80\b", readme), (
+            f"README forwards Grafana to another port than {iframe}"
+        )
+        for group in spec["workerGroupSpecs"]:  # only the head's dashboard talks to them
+            worker_env = env_of(group["template"]["spec"]["containers"][0])
+            assert not {RAY_ENV_GRAFANA_HOST, RAY_ENV_PROMETHEUS_HOST} & set(worker_env)
+
+
+def test_podmonitors_scrape_the_ray_pods(raycluster):
+    release, namespace, _ = helm_release()
+    monitors = load_all(KUBE_MONITORING)
+    assert {m["kind"] for m in monitors} == {"PodMonitor"}
+    by_node_type = {}
+    for monitor in monitors:
+        name = monitor["metadata"]["name"]
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["namespace"] == namespace, f"{name}: not in the release's namespace"
+        assert monitor["metadata"].get("labels", {}).get("release") == release, (
+            f"{name}: kube-prometheus-stack's Prometheus selects only PodMonitors labelled release={release}"
+        )
+        spec = monitor["spec"]
+        assert set(spec) <= PODMONITOR_SPEC_KEYS, f"{name}: unknown keys {set(spec) - PODMONITOR_SPEC_KEYS}"
+        assert RAY_NAMESPACE in spec["namespaceSelector"]["matchNames"], f"{name}: not looking in {RAY_NAMESPACE}"
+        by_node_type[spec["selector"]["matchLabels"]["ray.io/node-type"]] = spec
+        for endpoint in spec["podMetricsEndpoints"]:
+            assert set(endpoint) <= POD_METRICS_ENDPOINT_KEYS, f"{name}: unknown keys {set(endpoint)}"
+            relabelings = endpoint.get("relabelings", [])
+            assert all(set(r) <= RELABEL_KEYS for r in relabelings), f"{name}: unknown relabeling keys"
+            # the `Cluster` variable of Ray's dashboards filters on ray_io_cluster
+            assert any(
+                r.get("sourceLabels") == ["__meta_kubernetes_pod_label_ray_io_cluster"]
+                and r.get("targetLabel") == "ray_io_cluster"
+                for r in relabelings
+            ), f"{name}: port {endpoint['port']} lacks the ray_io_cluster relabeling"
+    assert set(by_node_type) == {"head", "worker"}
+    assert f"kubectl create namespace {RAY_NAMESPACE}" in joined_readme()
+
+    for label, group in groups(raycluster["spec"]):
+        node_type = "head" if label == "head" else "worker"
+        containers = group["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for c in containers for p in c.get("ports", [])}
+        scraped = [endpoint["port"] for endpoint in by_node_type[node_type]["podMetricsEndpoints"]]
+        assert "metrics" in scraped
+        for name in scraped:
+            assert name in ports, f"{label}: the PodMonitor scrapes port {name!r}, which no container names"
+            assert len(name) <= 15, f"container port names are at most 15 characters: {name}"
+        # the Ray container itself exports on that port
+        ray_ports = {p["name"]: p["containerPort"] for p in containers[0].get("ports", [])}
+        export = group["rayStartParams"].get("metrics-export-port")
+        assert export is not None, f"{label}: set rayStartParams.metrics-export-port"
+        assert ray_ports.get("metrics") == int(export), f"{label}: port `metrics` != metrics-export-port {export}"
+        if node_type == "head":
+            for name, port in RAY_METRIC_PORTS.items():
+                assert ray_ports.get(name) == port, f"head: port {name} must be {port}"
+
+
+def test_kube_prometheus_stack_values():
+    values = load_one(KPS_VALUES)
+    release, namespace, version = helm_release()
+    assert f"helm install {release} prometheus-community/kube-prometheus-stack --version {version}" in (
+        KPS_VALUES.read_text()
+    ), "the values file's header shows another install command than infra/README.md"
+    grafana = values["grafana"]
+    ini = grafana["grafana.ini"]
+    # the Ray dashboard embeds the panels in iframes, and the browser reads them without a login
+    assert ini["security"]["allow_embedding"] is True
+    assert ini["auth.anonymous"]["enabled"] is True
+    assert ini["auth.anonymous"]["org_role"] == "Viewer", "anonymous users must stay read-only"
+    # the admin's password: a Secret the README creates, never a value here
+    assert "adminPassword" not in grafana and "admin_password" not in ini.get("security", {})
+    admin = grafana["admin"]
+    secret = admin["existingSecret"]
+    readme = (INFRA / "README.md").read_text()
+    for key in (admin["userKey"], admin["passwordKey"]):
+        made = re.search(rf"-n {namespace} create secret generic {secret} \\\n(?:\s+--from-[a-z]+=[^\n]*\\\n)*?"
+                         rf"\s+--from-(?:literal|file)={key}=", readme)
+        assert made, f"README never creates key {key!r} of Secret {secret!r} in {namespace}"
+    assert f"--from-literal={admin['passwordKey']}=" not in readme, "a password on a command line"
+    # Ray's dashboards reach Grafana as ConfigMaps with the sidecar's label
+    script = dashboard_script()
+    sidecar = grafana["sidecar"]["dashboards"]
+    assert sidecar["enabled"] is True
+    assert (sidecar["label"], str(sidecar["labelValue"])) == (script.SIDECAR_LABEL, script.SIDECAR_LABEL_VALUE)
+    # cluster-internal only: the README reaches both through kubectl port-forward
+    for part in ("grafana", "prometheus"):
+        assert values.get(part, {}).get("service", {}).get("type", "ClusterIP") == "ClusterIP", part
+    assert values["prometheus"]["prometheusSpec"].get("podMonitorSelectorNilUsesHelmValues", True) is True
+
+
+def test_dashboard_configmaps_hold_what_ray_generates(tmp_path):
+    """ray_grafana_dashboards.py, run here: one ConfigMap per dashboard the Ray dashboard writes, under the same
+    file names, for the sidecar's label and namespace, each within a ConfigMap's size."""
+    if not has_module("ray"):
+        pytest.skip("ray not installed")
+    import sys
+
+    import ray
+
+    release, namespace, _ = helm_release()
+    script = dashboard_script()
+    done = subprocess.run([sys.executable, str(DASHBOARD_SCRIPT), "--configmaps", "--namespace", namespace],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dashboards = {}
+    for configmap in yaml.safe_load_all(done.stdout):
+        meta = configmap["metadata"]
+        assert configmap["kind"] == "ConfigMap" and meta["namespace"] == namespace
+        assert meta["labels"][script.SIDECAR_LABEL] == script.SIDECAR_LABEL_VALUE
+        assert _K8S_NAME.fullmatch(meta["name"]) and len(meta["name"]) <= 253, meta["name"]
+        ((file_name, body),) = configmap["data"].items()
+        assert len(body.encode()) < CONFIGMAP_LIMIT, f"{file_name}: over a ConfigMap's 1 MiB"
+        dashboard = json.loads(body)
+        assert dashboard["uid"] == meta["annotations"]["xling-study/uid"]
+        assert f"rayVersion:{ray.__version__}" in dashboard["tags"]
+        dashboards[file_name] = dashboard
+    # the same files the Ray dashboard writes at its start
+    metrics_head = Path(importlib.util.find_spec("ray.dashboard.modules.metrics.metrics_head").origin)
+    written = set(re.findall(r'"(\w+_grafana_dashboard\.json)"', metrics_head.read_text()))
+    assert written and set(dashboards) == written, f"Ray writes {sorted(written)}"
+    # --out writes the same dashboards as files
+    done = subprocess.run([sys.executable, str(DASHBOARD_SCRIPT), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")} == dashboards
+    # their data source is picked by name, and their Cluster filter uses the PodMonitors' label
+    variables = {v["name"]: v for v in dashboards["default_grafana_dashboard.json"]["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert "ray_io_cluster" in variables["Cluster"]["definition"]
+    assert re.search(rf"ray_grafana_dashboards\.py --configmaps --namespace {namespace} \| kubectl apply "
+                     rf"--server-side -f -", joined_readme()), "README: the dashboards' apply command"
+
+
+def test_ray_metrics_facts(monkeypatch, ray_start_flags):
+    """The Ray names, ports and paths the files above assume are those of the installed ray."""
+    from ray._common.utils import get_default_ray_temp_dir
+    from ray._private import ray_constants
+    from ray.autoscaler._private import constants as autoscaler_constants
+    from ray.dashboard import consts as dashboard_consts
+    from ray.dashboard.modules.metrics import metrics_head, templates
+    from ray.scripts.scripts import cli
+
+    assert metrics_head.GRAFANA_HOST_ENV_VAR == RAY_ENV_GRAFANA_HOST
+    assert metrics_head.PROMETHEUS_HOST_ENV_VAR == RAY_ENV_PROMETHEUS_HOST
+    assert metrics_head.GRAFANA_IFRAME_HOST_ENV_VAR == RAY_ENV_GRAFANA_IFRAME_HOST
+    assert metrics_head.DEFAULT_PROMETHEUS_NAME == RAY_PROMETHEUS_NAME
+    assert autoscaler_constants.AUTOSCALER_METRIC_PORT == RAY_METRIC_PORTS["as-metrics"]
+    assert dashboard_consts.DASHBOARD_METRIC_PORT == RAY_METRIC_PORTS["dash-metrics"]
+    monkeypatch.delenv("TMPDIR", raising=False)
+    assert get_default_ray_temp_dir() == RAY_TEMP_DIR
+    assert os.path.join(RAY_TEMP_DIR, ray_constants.PROMETHEUS_SERVICE_DISCOVERY_FILE) == RAY_SD_FILE
+    assert os.path.join(RAY_TEMP_DIR, ray_constants.SESSION_LATEST, "metrics", "grafana", "dashboards") == (
+        RAY_DASHBOARDS_DIR
+    )
+    # Ray's own Prometheus config (the one `ray metrics launch-prometheus` starts) scrapes the same file
+    ray_prometheus = yaml.safe_load(Path(dashboard_consts.PROMETHEUS_CONFIG_INPUT_PATH).read_text())
+    ours = load_one(PROMETHEUS_YML)
+    assert sd_files(ray_prometheus) == sd_files(ours) == [RAY_SD_FILE]
+    # Ray's grafana.ini: every setting it makes (but the provisioning path) is ours too
+    import configparser
+
+    ray_ini = configparser.ConfigParser(interpolation=None)
+    ray_ini.read_string(templates.GRAFANA_INI_TEMPLATE.format(grafana_provisioning_folder="x"))
+    our_ini = grafana_ini()
+    for section in ray_ini.sections():
+        for key, value in ray_ini[section].items():
+            if (section, key) != ("paths", "provisioning"):
+                assert our_ini.get(section, key, fallback=None) == value, f"grafana.ini [{section}] {key}"
+    # the commands and flags the README names
+    assert {"launch-prometheus", "shutdown-prometheus"} <= set(cli.commands["metrics"].commands)
+    assert {"get-head-ip", "attach", "dashboard"} <= set(cli.commands)
+    assert "-p" in {opt for param in cli.commands["attach"].params for opt in param.opts}
+    for m in re.finditer(r"ray start ((?:--[a-z][a-z0-9-]*(?:=\S+)?\s*)+)", joined_readme()):
+        for flag in re.findall(r"--[a-z][a-z0-9-]*", m.group(1)):
+            assert flag in ray_start_flags, f"README: `ray start` has no {flag}"
+
+
+def sd_files(prometheus_config: dict) -> list[str]:
+    return [f for job in prometheus_config["scrape_configs"] for sd in job.get("file_sd_configs", [])
+            for f in sd["files"]]
+
+
+def grafana_ini():
+    import configparser
+
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read_string(GRAFANA_INI.read_text())
+    return ini
+
+
+@pytest.fixture(scope="module")
+def monitoring_compose():
+    return load_one(MON_COMPOSE)
+
+
+def compose_mounts(service: dict) -> dict[str, dict]:
+    """target -> {source, read_only, create_host_path} for a service's volumes (short and long syntax)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            mounts[volume["target"]] = {
+                "source": volume.get("source"),
+                "read_only": bool(volume.get("read_only")),
+                "create_host_path": volume.get("bind", {}).get("create_host_path", True),
+            }
+        else:
+            source, target, *mode = volume.split(":")
+            mounts[target] = {"source": source, "read_only": mode == ["ro"], "create_host_path": True}
+    return mounts
+
+
+def listen_urls(compose: dict, env: dict[str, str]) -> tuple[str, str]:
+    """(Prometheus, Grafana) as http://host:port, after compose's interpolation with this .env."""
+    command = [interpolate(str(c), env) for c in compose["services"]["prometheus"]["command"]]
+    prometheus = next(c.split("=", 1)[1] for c in command if c.startswith("--web.listen-address="))
+    grafana_env = compose["services"]["grafana"]["environment"]
+    host, port = (interpolate(str(grafana_env[key]), env) for key in ("GF_SERVER_HTTP_ADDR", "GF_SERVER_HTTP_PORT"))
+    return f"http://{prometheus}", f"http://{host}:{port}"
+
+
+def test_monitoring_compose_listens_on_loopback_by_default(monitoring_compose):
+    services = monitoring_compose["services"]
+    assert {"prometheus", "grafana"} <= set(services)
+    for name, service in services.items():
+        # host networking (Prometheus must reach the addresses Ray lists): nothing is published, and each
+        # server's own listen address decides who can connect
+        assert service.get("network_mode") == "host", f"{name}: expected host networking"
+        assert not service.get("ports"), f"{name}: `ports` does not apply with host networking"
+    prometheus, grafana = listen_urls(monitoring_compose, env={})
+    for url in (prometheus, grafana):
+        host = url.split("//")[1].rsplit(":", 1)[0]
+        assert host in LOOPBACK, f"{url}: listens on {host} by default"
+    # ... and the .env knobs really change them
+    moved = listen_urls(monitoring_compose, env={"PROMETHEUS_BIND": "10.0.0.5", "GRAFANA_BIND": "10.0.0.6"})
+    assert moved == ("http://10.0.0.5:9090", "http://10.0.0.6:3000"), moved
+    assert grafana_ini()["server"]["http_addr"] in LOOPBACK, "grafana.ini alone also stays on loopback"
+
+
+def test_monitoring_compose_reads_rays_files(monitoring_compose):
+    services = monitoring_compose["services"]
+    for name in ("prometheus", "grafana"):
+        ray_dir = compose_mounts(services[name])[RAY_TEMP_DIR]
+        assert ray_dir["source"] == RAY_TEMP_DIR, f"{name}: mount Ray's temp dir at the same path (symlinks)"
+        assert ray_dir["read_only"], f"{name}: Ray's temp dir read-only"
+        assert ray_dir["create_host_path"] is False, f"{name}: don't let compose create /tmp/ray owned by root"
+    # Prometheus runs this repo's prometheus.yml
+    prometheus = services["prometheus"]
+    command = [str(c) for c in prometheus["command"]]
+    config = next(c.split("=", 1)[1] for c in command if c.startswith("--config.file="))
+    mounts = compose_mounts(prometheus)
+    assert (MON_COMPOSE.parent / mounts[config]["source"]).resolve() == PROMETHEUS_YML.resolve()
+    assert mounts[config]["read_only"]
+    # Grafana: this repo's grafana.ini and provisioning, where the image and the ini look for them
+    grafana = services["grafana"]
+    mounts = compose_mounts(grafana)
+    assert (MON_COMPOSE.parent / mounts["/etc/grafana/grafana.ini"]["source"]).resolve() == GRAFANA_INI.resolve()
+    provisioning = grafana_ini()["paths"]["provisioning"]
+    assert (MON_COMPOSE.parent / mounts[provisioning]["source"]).resolve() == GRAFANA_DATASOURCE.parents[1].resolve()
+    assert all(mounts[target]["read_only"] for target in ("/etc/grafana/grafana.ini", provisioning))
+
+
+def test_monitoring_images_are_pinned(monitoring_compose):
+    for name, service in monitoring_compose["services"].items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin a release, not {tag!r}"
+
+
+def test_monitoring_env_example_and_admin_password(monitoring_compose):
+    text = MON_COMPOSE.read_text()
+    required = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?", text))
+    documented = read_env_file(MON_ENV_EXAMPLE)
+    assert "GRAFANA_ADMIN_PASSWORD" in required, "compose must refuse to start without an admin password"
+    assert required <= set(documented), f".env.example lacks {required - set(documented)}"
+    for key, value in documented.items():
+        if re.search(r"PASSWORD|SECRET|TOKEN", key):
+            assert value.lower() in PLACEHOLDERS, f".env.example: {key} must be a placeholder"
+        if key.endswith("_BIND"):
+            assert value in LOOPBACK, f".env.example: {key}={value}"
+    env = monitoring_compose["services"]["grafana"]["environment"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]*\}", str(env["GF_SECURITY_ADMIN_PASSWORD"]))
+    assert "admin_password" not in grafana_ini()["security"], "the admin password comes from the environment"
+
+
+def test_local_prometheus_scrapes_rays_service_discovery_file():
+    config = load_one(PROMETHEUS_YML)
+    assert sd_files(config) == [RAY_SD_FILE], "scrape the targets Ray lists on the head"
+    (job,) = [job for job in config["scrape_configs"] if job.get("file_sd_configs")]
+    assert job["job_name"] == "ray"
+    # the file is a symlink into the session folder: file watches miss its updates, the refresh catches them
+    refresh = job["file_sd_configs"][0].get("refresh_interval", "5m")
+    m = re.fullmatch(r"(\d+)([sm])", refresh)
+    assert m and int(m.group(1)) * (60 if m.group(2) == "m" else 1) <= 60, f"refresh_interval {refresh} too slow"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: prometheus)")
+def test_promtool_checks_the_prometheus_config():
+    done = subprocess.run(["promtool", "check", "config", str(PROMETHEUS_YML)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_grafana_provisioning_loads_rays_dashboards(monitoring_compose):
+    ini = grafana_ini()
+    assert ini["security"]["allow_embedding"] == "true", "the Ray dashboard embeds the panels in iframes"
+    assert ini["auth.anonymous"]["enabled"] == "true" and ini["auth.anonymous"]["org_role"] == "Viewer"
+    (provider,) = load_one(GRAFANA_DASHBOARD_PROVIDER)["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == RAY_DASHBOARDS_DIR, "Ray's generated dashboards, via session_latest"
+    (datasource,) = load_one(GRAFANA_DATASOURCE)["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["isDefault"] is True
+    assert datasource["name"] == RAY_PROMETHEUS_NAME, "the Ray dashboard asks Grafana for this data source name"
+    # its URL: an env var compose sets to where Prometheus listens
+    m = re.fullmatch(r"\$\{?(\w+)\}?", datasource["url"])
+    assert m, datasource["url"]
+    grafana_env = monitoring_compose["services"]["grafana"]["environment"]
+    prometheus, _ = listen_urls(monitoring_compose, env={})
+    assert interpolate(str(grafana_env[m.group(1)]), env={}) == prometheus
+    moved, _ = listen_urls(monitoring_compose, env={"PROMETHEUS_PORT": "9191"})
+    assert interpolate(str(grafana_env[m.group(1)]), env={"PROMETHEUS_PORT": "9191"}) == moved
+
+
+def test_ray_heads_point_at_the_local_stack(monitoring_compose, launcher):
+    """The README's local commands and the cluster launcher's head start Ray with the addresses the compose
+    stack listens on by default, and the launcher's head shares /tmp/ray with the VM."""
+    prometheus, grafana = listen_urls(monitoring_compose, env={})
+    settings = f"{RAY_ENV_GRAFANA_HOST}={grafana} {RAY_ENV_PROMETHEUS_HOST}={prometheus}"
+    readme = joined_readme()
+    assert f"{settings} .venv/bin/python -m study.run" in readme
+    assert f"{settings} .venv/bin/ray start --head" in readme
+    head = " ".join(launcher["head_start_ray_commands"])
+    assert f"{settings} ray start --head" in head, "cluster.yaml: the head's dashboard without the two hosts"
+    assert f"-v {RAY_TEMP_DIR}:{RAY_TEMP_DIR}" in launcher["docker"].get("head_run_options", [])
+    assert any(f"mkdir -p {RAY_TEMP_DIR}" in c for c in launcher["initialization_commands"])
+    grafana_port = grafana.rsplit(":", 1)[1]
+    assert f"ray attach infra/cluster-launcher/cluster.yaml -p {grafana_port}" in readme
+
+
+def test_readme_charts_section():
+    readme = joined_readme()
+    assert "## Charts in the Ray dashboard" in readme
+    section = readme.split("## Charts in the Ray dashboard", 1)[1].split("\n## ", 1)[0]
+    for needle in (
+        RAY_ENV_GRAFANA_HOST,
+        RAY_ENV_PROMETHEUS_HOST,
+        RAY_ENV_GRAFANA_IFRAME_HOST,
+        "kubectl apply -f infra/kuberay/monitoring.yaml",
+        "docker compose up -d",
+        "ray metrics launch-prometheus",
+        "grafana-server --homepath /usr/share/grafana --config /tmp/ray/session_latest/metrics/grafana/grafana.ini",
+        "promtool check config infra/monitoring/prometheus.yml",
+        "**Not run**",
+    ):
+        assert needle in section, f"README's charts section lacks {needle!r}"
+
+
+# --------------------------------------------------------------------------
 # secrets
 
 
@@ -1125,13 +1597,14 @@ def test_env_example_has_only_placeholder_passwords():
     assert values.get("MLFLOW_BIND") in LOOPBACK
 
 
-def test_real_env_file_is_git_ignored():
-    env_file = INFRA / "mlflow" / ".env"
+@pytest.mark.parametrize("folder", ["mlflow", "monitoring"])
+def test_real_env_file_is_git_ignored(folder):
+    env_file = INFRA / folder / ".env"
     if shutil.which("git") and (ROOT / ".git").exists():
         result = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", str(env_file)])
-        assert result.returncode == 0, "infra/mlflow/.env must be git-ignored"
+        assert result.returncode == 0, f"infra/{folder}/.env must be git-ignored"
     else:
-        assert ".env" in (INFRA / "mlflow" / ".gitignore").read_text().split()
+        assert ".env" in (INFRA / folder / ".gitignore").read_text().split()
 
 
 # KEY: value / KEY=value where KEY ends in password/secret/token (or an S3/Flask secret key).
@@ -1143,6 +1616,12 @@ _ASSIGN = re.compile(
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 # scheme://user:password@host
 _URI_CREDS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@")
+
+
+# Keys whose value *names* a Kubernetes Secret rather than holding one (Helm charts' `existingSecret`); the
+# value must still look like an object name, and test_kube_prometheus_stack_values checks the README creates it.
+SECRET_NAME_KEYS = {"existingsecret"}
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def is_placeholder(value: str) -> bool:
@@ -1163,6 +1642,8 @@ def test_no_literal_passwords(path):
     # part would otherwise look like `user:password@`.
     text = re.sub(r"\$\{[^}]*\}", "$VAR", path.read_text())
     for m in _ASSIGN.finditer(text):
+        if m.group(1).lower() in SECRET_NAME_KEYS and _K8S_NAME.fullmatch(m.group(2)):
+            continue
         assert is_placeholder(m.group(2)), f"{path.name}: {m.group(1)} has a literal value {m.group(2)!r}"
     for m in _URI_CREDS.finditer(text):
         assert is_placeholder(m.group(1)), f"{path.name}: credentials in a URI: {m.group(0)!r}"

@@ -140,3 +140,57 @@ def test_replicate_produces_the_findings_report(smoke_study):
     assert set(analysis) == {"baseline", "best1"}
     entry = analysis["best1"]["group:low|robust"]["vs_baseline"]
     assert entry["low"] <= entry["mean"] <= entry["high"]
+
+
+# ----------------------------------------------------------------------------- early stopping and the searcher
+def _searcher_and_scheduler(space_name: str = "full"):
+    from study.tuning import make_scheduler, make_searcher
+
+    space = load_space(space_name)
+    settings = dict(seed=0, num_samples=8, epochs=1, objective="robust", max_concurrent=8)
+    scheduler = make_scheduler(settings, space)
+    scheduler.set_search_properties("objective.robust", "max")
+    limiter = make_searcher(settings, space, scheduler)
+    limiter.set_search_properties("objective.robust", "max", space.to_tune_domains())
+    return limiter, scheduler
+
+
+def test_a_stopped_trial_is_pruned_with_its_last_value_and_a_one_epoch_trial_completes():
+    import optuna
+
+    limiter, scheduler = _searcher_and_scheduler()
+    assert scheduler._max_t == 3, "ASHA's horizon is the space's largest epochs, not the study's"
+    for trial_id in ("short", "stopped"):
+        limiter.suggest(trial_id)
+    # Ray hands searchers flattened results ("config/epochs"); it skips on_trial_result for the result that
+    # made ASHA stop the trial, so on_trial_complete sees that epoch first
+    limiter.on_trial_result("short", {"objective.robust": 0.7, "training_iteration": 1, "config/epochs": 1})
+    limiter.on_trial_complete("short", {"objective.robust": 0.7, "training_iteration": 1, "config/epochs": 1})
+    limiter.on_trial_complete("stopped", {"objective.robust": 0.4, "training_iteration": 1, "config/epochs": 3})
+    trials = {t.number: t for t in limiter.searcher._ot_study.trials}
+    short, stopped = trials[0], trials[1]
+    assert short.state == optuna.trial.TrialState.COMPLETE and short.value == 0.7
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.intermediate_values == {1: 0.4}
+
+
+def test_asha_never_stops_the_baseline_and_its_records_survive_a_restore(tmp_path):
+    from ray.tune.experiment import Trial
+
+    from study.tuning import rung_records
+
+    limiter, scheduler = _searcher_and_scheduler()
+    trials = {name: Trial("__fake", config={"ratio": ratio, "epochs": 3}, stub=True)
+              for name, ratio in (("good", 0.5), ("better", 0.6), ("baseline", 0.0), ("weak", 0.4))}
+    decisions = {}
+    for name, value in (("good", 0.8), ("better", 0.9), ("baseline", 0.1), ("weak", 0.1)):
+        scheduler.on_trial_add(None, trials[name])
+        decisions[name] = scheduler.on_trial_result(None, trials[name], {"training_iteration": 1,
+                                                                         "objective.robust": value})
+    assert decisions["weak"] == scheduler.STOP, "a weak trial is stopped at the first rung"
+    assert decisions["baseline"] == scheduler.CONTINUE, "the r = 0 baseline, just as weak, is not"
+
+    limiter.save(str(tmp_path / "searcher.pkl"))  # what Tune saves with the experiment
+    fresh_limiter, fresh_scheduler = _searcher_and_scheduler()  # a resumed driver's objects
+    fresh_limiter.restore(str(tmp_path / "searcher.pkl"))
+    assert rung_records(fresh_scheduler) == rung_records(scheduler)
+    assert len(rung_records(fresh_scheduler)[0][-1]) == 4  # the first rung holds all four trials

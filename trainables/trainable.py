@@ -165,6 +165,7 @@ def train_hybrid(config: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             trainer.restore(directory)
+    resumed_from = trainer.epoch  # > 0: this process continues a trial from its checkpoint (after a crash)
     import ray
 
     cfg, node = trainer.cfg, ray.get_runtime_context().get_node_id()
@@ -182,6 +183,7 @@ def train_hybrid(config: dict) -> None:
             metrics["eval.seconds"] = time.time() - start
             hits = evaluation.get("hits")
         metrics["node_id"] = node  # which Ray node ran this epoch (a tag on the MLflow child run)
+        metrics["train.resumed_from_epoch"] = resumed_from
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
             if hits is not None:  # per-sentence hits (study.replicate): they travel with the checkpoint

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import pwd
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from study.studydir import tracking_uri as study_tracking_uri
@@ -57,3 +64,72 @@ def study_runs(study_dir: Path, tracking_uri: str | None = None):
 
 def metric_steps(client, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def postgres_server(prefix: str = "pg-"):
+    """A private PostgreSQL server on a free port (Debian's `postgresql`, installed by .ci/run), as the
+    `postgres` account when run as root (PostgreSQL refuses root); yields an SQLAlchemy URI of database mlflow.
+    Skips where PostgreSQL is not installed, fails on CI."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bindir = Path(found[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    data, port = root / "data", free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        account = pwd.getpwnam("postgres")
+        os.chown(root, account.pw_uid, account.pw_gid)
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
+                    "-o", f"-h 127.0.0.1 -p {port} -k {root}"], check=True, capture_output=True, timeout=120)
+    try:
+        subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                        "-U", "mlflow", "mlflow"], check=True, capture_output=True, timeout=60)
+        # +psycopg2: SQLAlchemy >= 2.1 maps a bare postgresql:// to psycopg 3 (as infra/mlflow/serve.sh notes)
+        yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri: str, workdir: Path, *options: str, env=None, timeout: float = 180):
+    """`mlflow server` on 127.0.0.1 (a free port) with `backend_store_uri` and artifacts under `workdir`, plus
+    `options` (e.g. "--app-name", "basic-auth"); yields its URL once /health answers; stopped at the end."""
+    import requests
+
+    port, log = free_port(), Path(workdir) / "mlflow-server.log"
+    server = start_cli("mlflow", "server", "--backend-store-uri", backend_store_uri, "--artifacts-destination",
+                       str(Path(workdir) / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+                       "--workers", "1", *options, log=log, env=env)
+    uri = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        try:
+            return requests.get(uri + "/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        wait_for(healthy, server, log, timeout=timeout, what="the MLflow server")
+        yield uri
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a worker stuck on a connection: no reason to fail a test
+                os.killpg(server.pid, 9)
+                server.wait(timeout=30)

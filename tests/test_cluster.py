@@ -3,13 +3,10 @@ server backed by a real PostgreSQL server. The study CLI joins them with --addre
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,15 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from studytools import metric_steps, run_cli, start_cli, study_runs, wait_for
+from studytools import free_port, metric_steps, postgres_server, run_cli, start_cli, study_runs, wait_for
+from studytools import mlflow_server as mlflow_server_on
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- two Ray nodes
@@ -267,69 +259,18 @@ def test_budget_auto_follows_the_gpus_of_the_cluster_not_of_the_driver(share_not
 
 
 # ----------------------------------------------------------------------------- MLflow on PostgreSQL
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
 @pytest.fixture
 def postgres_uri():
-    """A private PostgreSQL server on a free port (Debian's `postgresql`, installed by .ci/run)."""
-    bindir = _postgres_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="pg-", dir="/tmp"))
-    data, port = root / "data", free_port()
-    # PostgreSQL refuses to run as root: run it as the `postgres` account the Debian package creates
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        account = pwd.getpwnam("postgres")
-        os.chown(root, account.pw_uid, account.pw_gid)
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
-                    "-o", f"-h 127.0.0.1 -p {port} -k {root}"], check=True, capture_output=True, timeout=120)
-    try:
-        subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                        "-U", "mlflow", "mlflow"], check=True, capture_output=True, timeout=60)
-        # +psycopg2: SQLAlchemy >= 2.1 maps a bare postgresql:// to psycopg 3 (as infra/mlflow/serve.sh notes)
-        yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+    """A private PostgreSQL server on a free port (tests/studytools.postgres_server)."""
+    with postgres_server() as uri:
+        yield uri
 
 
 @pytest.fixture
 def mlflow_server(postgres_uri, tmp_path):
     """`mlflow server` on 127.0.0.1 with the PostgreSQL backend store and a local artifact store."""
-    port = free_port()
-    log = tmp_path / "mlflow-server.log"
-    server = start_cli("mlflow", "server", "--backend-store-uri", postgres_uri, "--artifacts-destination",
-                       str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                       log=log)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        import requests
-
-        def healthy():
-            try:
-                return requests.get(uri + "/health", timeout=2).ok
-            except requests.RequestException:
-                return False
-
-        wait_for(healthy, server, log, timeout=180, what="the MLflow server")
+    with mlflow_server_on(postgres_uri, tmp_path) as uri:
         yield uri
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, 15)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a worker stuck on a connection: no reason to fail the test
-                os.killpg(server.pid, 9)
-                server.wait(timeout=30)
 
 
 def _checkpoints(study_dir: Path) -> list[Path]:

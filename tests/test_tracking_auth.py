@@ -7,67 +7,25 @@ nowhere; a wrong password stops it before any trial."""
 from __future__ import annotations
 
 import configparser
-import glob
-import os
-import pwd
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
 
 from study.tracking import EXPERIMENT
-from studytools import REPO, run_cli, start_cli, study_runs, wait_for
+from studytools import REPO, mlflow_server, postgres_server, run_cli, study_runs
 
 AUTH_INI = REPO / "infra" / "mlflow" / "basic_auth.ini"
 STUDY_USER = "study"
 
 
-# Copied from tests/test_cluster.py (its PostgreSQL fixture is function-scoped; this module needs one server
-# for all its tests, and that file is edited independently).
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
 @pytest.fixture(scope="module")
 def postgres_uri():
-    """A private PostgreSQL server on a free port, as the `postgres` account when run as root."""
-    bindir = _postgres_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="pg-auth-", dir="/tmp"))
-    data, port = root / "data", free_port()
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user:
-        account = pwd.getpwnam("postgres")
-        os.chown(root, account.pw_uid, account.pw_gid)
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
-                    "-o", f"-h 127.0.0.1 -p {port} -k {root}"], check=True, capture_output=True, timeout=120)
-    try:
-        subprocess.run([*as_user, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                        "-U", "mlflow", "mlflow"], check=True, capture_output=True, timeout=60)
-        yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+    """One private PostgreSQL server for this module's tests."""
+    with postgres_server(prefix="pg-auth-") as uri:
+        yield uri
 
 
 def auth_config(database_uri: str) -> str:
@@ -89,21 +47,9 @@ def server(postgres_uri, tmp_path_factory):
     config.write_text(auth_config(postgres_uri))
     admin_password = "admin-" + secrets.token_urlsafe(18)
     study_password = "study-" + secrets.token_urlsafe(18)
-    port, log = free_port(), tmp / "mlflow-server.log"
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
-    proc = start_cli("mlflow", "server", "--app-name", "basic-auth", "--backend-store-uri", postgres_uri,
-                     "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", "1", log=log, env=env)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        def healthy():
-            try:
-                return requests.get(uri + "/health", timeout=2).ok
-            except requests.RequestException:
-                return False
-
-        wait_for(healthy, proc, log, timeout=240, what="the MLflow server with basic-auth")
+    with mlflow_server(postgres_uri, tmp, "--app-name", "basic-auth", env=env, timeout=240) as uri:
         from mlflow import MlflowClient
         from mlflow.server.auth.client import AuthServiceClient
 
@@ -114,21 +60,13 @@ def server(postgres_uri, tmp_path_factory):
             auth.create_user(STUDY_USER, study_password)
             experiment = MlflowClient(uri).create_experiment(EXPERIMENT)
             auth.grant_user_permission(STUDY_USER, "experiment", experiment, "EDIT")
-        # The first authenticated requests of a fresh server are slow (seconds on a busy 2-core machine), and the
-        # CLI gives its credential check 5 s: pay that start-up cost here, as the study's user.
+        # The first authenticated requests of a fresh server are slow (seconds on a busy 2-core machine): pay
+        # that start-up cost here, as the study's user.
         for _ in range(3):
             requests.get(uri + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
                          auth=(STUDY_USER, study_password), timeout=60).raise_for_status()
-        yield SimpleNamespace(uri=uri, log=log, admin_password=admin_password, password=study_password,
-                              experiment=experiment, postgres_uri=postgres_uri)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait(timeout=30)
+        yield SimpleNamespace(uri=uri, log=tmp / "mlflow-server.log", admin_password=admin_password,
+                              password=study_password, experiment=experiment, postgres_uri=postgres_uri)
 
 
 def as_study_user(password: str) -> dict[str, str]:

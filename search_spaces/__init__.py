@@ -2,6 +2,11 @@
     DESCRIPTION  one line, shown by `python -m study.run --list-spaces`
     SPACE        {config key: Uniform | LogUniform | IntRange | Choice}, what Optuna searches
     FIXED        {config key: value}, set for every trial of the space
+    ONLY_WHEN    {config key: (choice key, values)}, optional: a searched key that is sampled only when the
+                 searched choice takes one of those values (the attack steps only for the methods that step);
+                 a trial that does not sample it runs it at its TrialConfig default
+The space reaches Optuna as a define-by-run function (`SearchSpace.define_by_run`, which Ray's OptunaSearch
+takes as its `space`), so a conditional key costs the trials it does not apply to nothing.
 Keys are the searchable fields of `trainables.config.TrialConfig`, which also says what each may take. A
 space is validated before anything starts; a bad one raises ConfigError (a ValueError) with one line.
 """
@@ -10,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from study.errors import ConfigError
 from trainables.config import DEFAULTS, SEARCHABLE, TrialConfig, check_value, rule_of
@@ -47,6 +52,7 @@ class SearchSpace:
     description: str
     space: dict
     fixed: dict
+    only_when: dict = field(default_factory=dict)
 
     def validate(self) -> SearchSpace:
         """Raise ConfigError (one line) on unknown keys, wrong types or out-of-range bounds."""
@@ -76,23 +82,39 @@ class SearchSpace:
         overlap = set(self.space) & set(self.fixed)
         if overlap:
             raise ConfigError(f"search space '{self.name}': {sorted(overlap)} both searched and fixed")
+        for key, (parent, values) in self.only_when.items():
+            where = f"search space '{self.name}', key '{key}'"
+            if key not in self.space:
+                raise ConfigError(f"{where}: conditional but not searched")
+            if not isinstance(self.space.get(parent), Choice) or key == parent or parent in self.only_when:
+                raise ConfigError(f"{where}: its condition must name an unconditional searched choice, not '{parent}'")
+            if not set(values) <= set(self.space[parent].options):
+                raise ConfigError(f"{where}: condition values {list(values)} not among {parent}'s options")
         if "ratio" not in self.space and self.fixed.get("ratio") is None:
             raise ConfigError(f"search space '{self.name}': must search 'ratio' (the r = 0 baseline needs it)")
         return self
 
-    def to_tune_domains(self) -> dict:
-        """Ray Tune domains of the searched keys (the fixed ones are in `study.tuning.base_trial_config`)."""
-        from ray import tune
+    def active(self, point: dict) -> list[str]:
+        """The searched keys that apply to a point holding (at least) the unconditional keys' values."""
+        return [key for key in self.space
+                if key not in self.only_when or point.get(self.only_when[key][0]) in self.only_when[key][1]]
 
-        convert = {Uniform: lambda s: tune.uniform(s.low, s.high),
-                   LogUniform: lambda s: tune.loguniform(s.low, s.high),
-                   IntRange: lambda s: tune.randint(s.low, s.high + 1),
-                   Choice: lambda s: tune.choice(list(s.options))}
-        return {k: convert[type(s)](s) for k, s in self.space.items()}
+    def define_by_run(self, trial) -> None:
+        """Optuna's define-by-run space: suggests the unconditional keys, then each conditional key whose choice
+        took one of its values (Ray's OptunaSearch records what is suggested as the trial's config)."""
+        suggest = {Uniform: lambda key, s: trial.suggest_float(key, s.low, s.high),
+                   LogUniform: lambda key, s: trial.suggest_float(key, s.low, s.high, log=True),
+                   IntRange: lambda key, s: trial.suggest_int(key, s.low, s.high),
+                   Choice: lambda key, s: trial.suggest_categorical(key, list(s.options))}
+        chosen = {key: suggest[type(spec)](key, spec) for key, spec in self.space.items() if key not in self.only_when}
+        for key in self.active(chosen):
+            if key not in chosen:
+                suggest[type(self.space[key])](key, self.space[key])
 
     def baseline_point(self, defaults: TrialConfig = DEFAULTS) -> dict:
         """The clean baseline r = 0, other searched keys at their default when inside the space
-        (else the middle of the range / first option): every study trains it first."""
+        (else the middle of the range / first option), conditional keys only where they apply: every study
+        trains it first."""
         point = {}
         for key, spec in self.space.items():
             default = getattr(defaults, key)
@@ -107,7 +129,7 @@ class SearchSpace:
             else:
                 point[key] = (spec.low + spec.high) / 2
         point["ratio"] = 0.0
-        return point
+        return {key: point[key] for key in self.active(point)}
 
 
 def load_space(name: str, ranges: dict[str, tuple[float, float]] | None = None) -> SearchSpace:
@@ -123,4 +145,5 @@ def load_space(name: str, ranges: dict[str, tuple[float, float]] | None = None) 
             raise ConfigError(f"search space '{name}', key '{key}': a choice, not a range")
         kind = type(space[key])
         space[key] = kind(int(low), int(high)) if kind is IntRange else kind(float(low), float(high))
-    return SearchSpace(name, module.DESCRIPTION, space, dict(getattr(module, "FIXED", {}))).validate()
+    return SearchSpace(name, module.DESCRIPTION, space, dict(getattr(module, "FIXED", {})),
+                       dict(getattr(module, "ONLY_WHEN", {}))).validate()

@@ -5,6 +5,7 @@ Where things live (commands, run as `python -m study.<name>`, import only the li
   study.replicate   command: re-run the baseline and the best configurations with new seeds; the findings
   study.report      command: rebuild a study's report
   study.evaluate    command: evaluate one encoder on Tatoeba languages
+  study.export      command: a study's trial as a sentence-transformers model, registered in MLflow
   study.bench       command: benchmarks (training step, encoding)
   study.models      the default encoder (converted offline once) and model loading; command: prepare it
   study.data        Tatoeba pairs per language, English training / check pairs
@@ -18,6 +19,7 @@ Where things live (commands, run as `python -m study.<name>`, import only the li
   study.tracking    MLflow: one parent run per study, one child run per trial
   study.trials      a study's trials read back from MLflow: ranked, baseline, Pareto front
   study.reporting   the report of a study: tables, importances, plots
+  study.exporting   a checkpoint as a sentence-transformers model; logged, registered, tagged in MLflow
   study.plots       every figure the project draws
   study.stats       intervals over seeds and sentences
   study.errors      error types; bad input becomes one line and exit code 2

@@ -1,7 +1,8 @@
 """Benchmarks: figures and ratios measured in one run, on the same inputs, on this machine.
 
     python -m study.bench train-step   plain fine-tuning vs hybrid batches r in {0, 0.25, 0.5, 1} (PGD, K=3)
-    python -m study.bench encode       our evaluation encoder path vs a plain transformers loop
+    python -m study.bench encode       our evaluation encoder path vs a plain transformers loop and
+                                       SentenceTransformer.encode (the same model, as study.export writes it)
     python -m study.bench driver       the study's Ray Tune driver: time per reported result, 100 vs 1,000 trials
 
 Timings are means over repeated steps, the configurations interleaved round by round so that a machine
@@ -117,7 +118,17 @@ def bench_encode(args) -> None:
     def ours() -> torch.Tensor:
         return encoder.embed(sentences)
 
-    runs = {"plain transformers loop": plain_loop, "study.encoding.Encoder": ours}
+    from study.exporting import sentence_model
+
+    # the same model as sentence-transformers builds it (study.export's model: mean pooling, normalisation,
+    # "query: " prompt); its encode sorts by length too, but in fixed-size batches and without autocast
+    st_model = sentence_model(resolve_model(args.model), max_seq_length=encoder.max_length, device=str(device))
+
+    def sentence_transformers() -> torch.Tensor:
+        return st_model.encode(sentences, batch_size=args.batch_size, convert_to_tensor=True).float().cpu()
+
+    runs = {"plain transformers loop": plain_loop, "SentenceTransformer.encode": sentence_transformers,
+            "study.encoding.Encoder": ours}
     seconds: dict = {name: [] for name in runs}
     outputs = {}
     for name, fn in runs.items():  # warm-up
@@ -129,34 +140,36 @@ def bench_encode(args) -> None:
             fn()
             _sync(device)
             seconds[name].append(time.perf_counter() - start)
-    agreement = (outputs["plain transformers loop"] * outputs["study.encoding.Encoder"]).sum(1).min().item()
+    agreement = min((outputs[name] * outputs["study.encoding.Encoder"]).sum(1).min().item() for name in runs)
     print(f"device {device}  threads {torch.get_num_threads()}  {len(sentences)} Tatoeba sentences "
           f"({args.langs}, both sides), plain batch {args.batch_size}, {args.rounds} rounds")
     rate = {name: len(sentences) / statistics.mean(s) for name, s in seconds.items()}
     for name in runs:
         print(f"{name:<26} {rate[name]:>9.1f} sentences/s   ({statistics.mean(seconds[name]):.2f} s a pass)")
-    print(f"speed-up {rate['study.encoding.Encoder'] / rate['plain transformers loop']:.2f}x;  "
-          f"min cosine between the two paths' embeddings {agreement:.6f}")
+    print(f"speed-up {rate['study.encoding.Encoder'] / rate['plain transformers loop']:.2f}x over the plain loop, "
+          f"{rate['study.encoding.Encoder'] / rate['SentenceTransformer.encode']:.2f}x over SentenceTransformer.encode;"
+          f"  min cosine between the paths' embeddings {agreement:.6f}")
 
 
 # ----------------------------------------------------------------------------- driver
 # What the driver of a study does per reported result: Optuna's searcher (study.tuning.make_searcher), ASHA
 # (make_scheduler), the MLflow callback (study.tracking.ChildRunLogger), the progress table, checkpoint
 # bookkeeping and Tune's experiment snapshots. The trials do no training: each reports, per epoch, a metric dict
-# with exactly the keys `study.robustness.flatten` gives for the languages, plus the trainer's, and a tiny
-# checkpoint. The Tuner is built like `study.tuning.study_tuner`, from the same pieces.
+# with exactly the keys `study.robustness.flatten` gives for the languages, packed by `tune_result` as a trial
+# packs them, plus the trainer's, and a tiny checkpoint, pruned as a trial prunes (trainables.storage). The
+# Tuner is built like `study.tuning.study_tuner`, from the same pieces. --legacy measures the set-up before
+# issue 13: per-language figures as numeric fields, Tune's retention (num_to_keep=1, a forced experiment
+# snapshot per checkpoint), and Tune's CSV/JSON/TensorBoard loggers.
 TRAINER_KEYS = ("train.loss", "train.adversarial_share", "train.seconds", "epoch", "eval.seconds", "node_id")
-# --metrics scalars: the study's headline figures only (a dozen), instead of every per-language one
-SCALAR_KEYS = ("objective.robust", "objective.clean", "group.low.clean", "group.low.robust", "group.high.clean",
-               "group.high.robust", "en.paraphrase_acc", "en.stsb_spearman")
-# the figures the fake trials scale by their quality (accuracies and their means); en.* are left alone
-_SCALED = ("acc.", "group.", "objective.")
+# the figures the fake trials scale by their quality (headline accuracies and means); en.* are left alone
+_SCALED = ("selection.", "objective.")
 
 
 def _fake_evaluation(langs: list[str], rng) -> dict[str, float]:
     """A realistic flat metric dict: random but valid per-language figures (the keys of
     `study.robustness.evaluate_language`, with the default radii and typo rate, means consistent), flattened by
-    `study.robustness.flatten` with the English check."""
+    `study.robustness.flatten` with the English check, for the selection and (as a trial's last epoch reports
+    them) the report split."""
     from study.robustness import EvalConfig, flatten, fmt
 
     cfg = EvalConfig(langs=langs)
@@ -174,7 +187,7 @@ def _fake_evaluation(langs: list[str], rng) -> dict[str, float]:
         fig["n"] = rng.randint(200, 1000)
         per_lang[lang] = fig
     english = {"paraphrase_acc": rng.uniform(0.8, 0.95), "stsb_spearman": rng.uniform(0.75, 0.85)}
-    return flatten(per_lang, english)
+    return {**flatten(per_lang, english, "selection"), **flatten(per_lang, None, "report", objectives=False)}
 
 
 def _fake_trainable(templates: list[dict]):
@@ -183,6 +196,7 @@ def _fake_trainable(templates: list[dict]):
     ships it by value: the trial processes import neither torch nor this module."""
 
     scaled = _SCALED
+    legacy = "per_language" not in templates[0]
 
     def fake_trial(config: dict) -> None:
         import json
@@ -195,6 +209,7 @@ def _fake_trainable(templates: list[dict]):
         import ray
         from ray import tune
 
+        storage = tune.get_context().get_storage()
         rng = random.Random(repr((config["ratio"], config["epsilon"], config["seed"])))
         template = templates[rng.randrange(len(templates))]
         quality = max(0.2, 1 - 0.4 * abs(config["ratio"] - 0.3)
@@ -214,21 +229,41 @@ def _fake_trainable(templates: list[dict]):
             with tempfile.TemporaryDirectory() as directory:
                 with open(os.path.join(directory, "state.json"), "w") as f:
                     json.dump({"epoch": epoch, "time": time.time()}, f)
+                if not legacy:
+                    from trainables.storage import CheckpointRetention
+
+                    CheckpointRetention(storage).make_room()
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     return fake_trial
 
 
-def _result_clock():
-    """A Tune callback (the run's last) that notes when the driver handed each result to the callbacks."""
+def _driver_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _result_clock(label: str, every: int):
+    """A Tune callback (the run's last) that notes when the driver handed each result to the callbacks, and
+    every `every` results says on stderr how the time per result goes as trials accumulate."""
     from ray.tune import Callback
 
     class ResultClock(Callback):
         def __init__(self):
             self.times: list[float] = []
+            self.mark = (time.perf_counter(), _driver_cpu())
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.times.append(time.perf_counter())
+            now = time.perf_counter()
+            self.times.append(now)
+            if every and len(self.times) % every == 0:
+                cpu = _driver_cpu()
+                print(f"[bench driver] {label}: {len(trials)} trials, {len(self.times)} results, last {every}: "
+                      f"{1000 * (now - self.mark[0]) / every:.1f} ms/result, driver CPU "
+                      f"{1000 * (cpu - self.mark[1]) / every:.1f} ms/result", file=sys.stderr, flush=True)
+                self.mark = (now, cpu)
 
     return ResultClock()
 
@@ -279,7 +314,7 @@ def _profile_summary(profile, results: int, top: int) -> list[str]:
 def _driver_run(args, trials: int, backend: str, uri: str | None, templates: list[dict]) -> dict:
     """One Tune run of `trials` trials on a fresh storage and (embedded store) a fresh MLflow store."""
     import cProfile
-    import resource
+    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -311,17 +346,21 @@ def _driver_run(args, trials: int, backend: str, uri: str | None, templates: lis
     experiment = tracking.experiment_id(client, work, uri)
     parent = tracking.start_parent_run(client, experiment, name=f"bench driver {trials} trials {backend}",
                                        params={"trials": trials, "epochs": args.epochs, "langs": len(args.lang_codes),
-                                               "metrics": args.metrics}, tags={"bench": "driver"})
-    clock = _result_clock()
+                                               "legacy": args.legacy}, tags={"bench": "driver"})
+    clock = _result_clock(f"{backend} {trials}", args.every)
     scheduler = make_scheduler(settings, space)
     tune_config = tune.TuneConfig(metric=objective_metric("robust"), mode="max",
                                   search_alg=make_searcher(settings, space, scheduler), scheduler=scheduler,
                                   num_samples=trials, reuse_actors=args.reuse_actors,
                                   trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
     callback = tracking.ChildRunLogger(uri, experiment, parent)
+    # Tune reads this when the Tuner is built: the study's JSON logger only, or (legacy) Tune's three loggers
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0" if args.legacy else "1"
     run_config = _run_config(STUDY_EXPERIMENT, ray_storage(settings, work), callback,
-                             progress_columns([*space.space, "method"]), max_failures=2,
-                             checkpoint_config=tune.CheckpointConfig(num_to_keep=args.num_to_keep or None))
+                             progress_columns([*space.space, "method"]), max_failures=2)
+    if args.legacy:
+        run_config.callbacks = [callback]
+        run_config.checkpoint_config = tune.CheckpointConfig(num_to_keep=1)
     run_config.callbacks.append(clock)
     if args.quiet:
         run_config.verbose = 0
@@ -330,7 +369,7 @@ def _driver_run(args, trials: int, backend: str, uri: str | None, templates: lis
                        run_config=run_config)
 
     profile = cProfile.Profile() if args.profile else None
-    cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_start = _driver_cpu()
     start = time.perf_counter()
     if profile:
         profile.enable()
@@ -338,7 +377,7 @@ def _driver_run(args, trials: int, backend: str, uri: str | None, templates: lis
     if profile:
         profile.disable()
     wall = time.perf_counter() - start
-    cpu_end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = _driver_cpu() - cpu_start
     client.set_terminated(parent, status="FINISHED")
 
     disk = sum(f.stat().st_size for f in (work / "ray").rglob("*") if f.is_file())
@@ -349,8 +388,7 @@ def _driver_run(args, trials: int, backend: str, uri: str | None, templates: lis
                ms=1000 * wall / max(results, 1),
                steady=1000 * (times[-1] - times[0]) / max(results - 1, 1) if results > 1 else float("nan"),
                quarters=[1000 * (b - a) / max((results - 1) / 4, 1) for a, b in zip(quarters, quarters[1:])],
-               cpu=1000 * ((cpu_end.ru_utime + cpu_end.ru_stime) - (cpu_start.ru_utime + cpu_start.ru_stime))
-               / max(results, 1), disk=disk, metrics=len(templates[0]))
+               cpu=1000 * cpu / max(results, 1), disk=disk, metrics=len(templates[0]))
     if profile:
         stats_file = Path(args.profile) / f"driver-{backend}-{trials}.pstats"
         stats_file.parent.mkdir(parents=True, exist_ok=True)
@@ -372,26 +410,25 @@ def _run_line(run: dict) -> str:
 
 def bench_driver(args) -> None:
     import logging
-    import os
     import random
 
     import ray
 
     from study.languages import resolve_languages
+    from study.robustness import is_per_language, tune_result
 
     sizes = [int(n) for n in args.trials.split(",")]
     if len(sizes) < 2 or min(sizes) < 1:
         raise UsageError("--trials needs two or more sizes >= 1, e.g. 100,1000")
     if args.epochs < 2:
         raise UsageError("--epochs must be >= 2 (ASHA acts on the epochs)")
-    if args.no_auto_loggers:  # Tune's CSV, JSON and TensorBoard logger callbacks on the driver
-        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     args.lang_codes = resolve_languages(group="all") if args.langs == "112" else resolve_languages()
     rng = random.Random(args.seed)
     templates = [_fake_evaluation(args.lang_codes, rng) for _ in range(8)]
-    if args.metrics == "scalars":
-        templates = [{k: t[k] for k in SCALAR_KEYS} for t in templates]
-    numeric = len(templates[0]) + len(TRAINER_KEYS) - 1  # node_id is a string
+    per_language = sum(1 for k in templates[0] if is_per_language(k))
+    if not args.legacy:
+        templates = [tune_result(t) for t in templates]
+    numeric = sum(1 for v in templates[0].values() if not isinstance(v, str)) + len(TRAINER_KEYS) - 1
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     backends = [("sqlite", None)] + ([("server", args.tracking_uri)] if args.tracking_uri else [])
@@ -403,11 +440,13 @@ def bench_driver(args) -> None:
             print(f"[bench driver] {_run_line(runs[-1])}", file=sys.stderr, flush=True)
     ray.shutdown()
 
-    print(f"\nRay Tune driver: {args.langs} languages, {numeric} numeric metrics per result "
-          f"({args.metrics}), {args.epochs} epochs, ASHA, Optuna TPE (max {args.max_concurrent} concurrent), "
-          f"CheckpointConfig(num_to_keep={args.num_to_keep or None}), auto loggers "
-          f"{'off' if args.no_auto_loggers else 'on'}, reuse_actors={args.reuse_actors}, {args.num_cpus} Ray CPUs, "
-          f"{args.cpus_per_trial} CPU/trial")
+    setup = ("legacy set-up: per-language figures as numeric fields, CheckpointConfig(num_to_keep=1), Tune's "
+             "CSV/JSON/TensorBoard loggers" if args.legacy else
+             "the study's set-up: per-language figures packed in one field, no Tune retention (each trial keeps "
+             "its newest two checkpoints), Tune's JSON logger only")
+    print(f"\nRay Tune driver: {args.langs} languages ({per_language} per-language figures), {numeric} numeric "
+          f"metrics per result, {args.epochs} epochs, ASHA, Optuna TPE (max {args.max_concurrent} concurrent), "
+          f"reuse_actors={args.reuse_actors}, {args.num_cpus} Ray CPUs, {args.cpus_per_trial} CPU/trial; {setup}")
     print("ms/result = wall of tuner.fit() / results; steady = first to last result; driver CPU = the driver "
           "process's CPU time / results; by quarter = ms/result in each quarter of the results")
     print(f"{'store':<7} {'trials':>6} {'results':>8} {'errors':>6} {'wall s':>8} {'ms/result':>10} {'steady':>10} "
@@ -423,9 +462,12 @@ def bench_driver(args) -> None:
     ratios = []
     for backend, _ in backends:
         first, last = [r for r in runs if r["backend"] == backend][0], [r for r in runs if r["backend"] == backend][-1]
-        ratios.append(f"{last['ms'] / first['ms']:.2f}x{' (bar <= 1.5x)' if not ratios else ''} on {backend} "
-                      f"(steady {last['steady'] / first['steady']:.2f}x, driver CPU {last['cpu'] / first['cpu']:.2f}x)")
-    print(f"driver time per result at {sizes[-1]} trials vs {sizes[0]}: " + "; ".join(ratios))
+        ratios.append(f"{last['cpu'] / first['cpu']:.2f}x{' (bar <= 1.5x)' if not ratios else ''} on {backend} "
+                      f"(wall per result {last['ms'] / first['ms']:.2f}x, "
+                      f"steady {last['steady'] / first['steady']:.2f}x)")
+    # the driver process's CPU time per result is the headline: the wall time also counts the trials' own work
+    # and, on a shared machine, whatever else runs
+    print(f"driver CPU time per result at {sizes[-1]} trials vs {sizes[0]}: " + "; ".join(ratios))
 
 
 @cli_main
@@ -440,7 +482,7 @@ def main(argv=None) -> int:
     train.add_argument("--steps", type=int, default=3, help="PGD steps K")
     train.add_argument("--batches", type=int, default=4, help="distinct real batches cycled through")
     train.add_argument("--rounds", type=int, default=8, help="timed steps per configuration")
-    encode = sub.add_parser("encode", help="evaluation encoding against a plain transformers loop")
+    encode = sub.add_parser("encode", help="evaluation encoding against a plain loop and sentence-transformers")
     encode.add_argument("--langs", default="swh,deu,cmn,mal,uig,ara", help="Tatoeba languages to read")
     encode.add_argument("--per-lang", type=int, default=200, help="pairs per language (both sides are encoded)")
     encode.add_argument("--batch-size", type=int, default=64, help="batch size of the plain loop")
@@ -456,15 +498,11 @@ def main(argv=None) -> int:
     driver.add_argument("--epochs", type=int, default=2, help="epochs per trial (>= 2: ASHA stops some after one)")
     driver.add_argument("--langs", choices=("26", "112"), default="26",
                         help="26: the default groups (low and high), 112: every Tatoeba language")
-    driver.add_argument("--metrics", choices=("full", "scalars"), default="full",
-                        help="full: every per-language figure (what a trial reports); scalars: the dozen headline "
-                             "figures only")
     driver.add_argument("--tracking-uri", help="an MLflow server (e.g. on PostgreSQL) measured after the embedded "
                                                "SQLite store")
-    driver.add_argument("--num-to-keep", type=int, default=1,
-                        help="CheckpointConfig(num_to_keep) as the study sets it (1); 0: keep every checkpoint")
-    driver.add_argument("--no-auto-loggers", action="store_true",
-                        help="TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1: no CSV/JSON/TensorBoard logger callbacks")
+    driver.add_argument("--legacy", action="store_true",
+                        help="the set-up before issue 13 (per-language figures as numeric fields, num_to_keep=1, "
+                             "Tune's three loggers), for comparison")
     driver.add_argument("--reuse-actors", action="store_true",
                         help="TuneConfig(reuse_actors=True): a trial process runs trial after trial (the study "
                              "starts one per trial); spares the workers' start-up, not the driver's work")
@@ -474,6 +512,8 @@ def main(argv=None) -> int:
     driver.add_argument("--seed", type=int, default=0)
     driver.add_argument("--profile", metavar="DIR", help="cProfile the driver during each fit: DIR/*.pstats and "
                                                          "the time per component")
+    driver.add_argument("--every", type=int, default=100, help="say how the time per result goes every N results "
+                                                               "(stderr); 0: never")
     driver.add_argument("--top", type=int, default=15, help="profile entries shown")
     driver.add_argument("--quiet", action="store_true", help="no progress table (the study prints one)")
     driver.add_argument("--keep", action="store_true", help="keep each run's Ray storage and MLflow store")

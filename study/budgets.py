@@ -23,6 +23,8 @@ class Budget:
     eval: dict = field(default_factory=dict)  # the study's evaluation (EvalConfig keys)
     train: dict = field(default_factory=dict)  # TrialConfig overrides, unless the space searches the key
     replication_eval: dict = field(default_factory=dict)  # study.replicate's evaluation, over the study's
+    replication_seeds: int = 5  # study.replicate's default seeds per configuration
+    replication_top: int = 3  # study.replicate's default number of best configurations
 
 
 BUDGETS = {
@@ -31,16 +33,20 @@ BUDGETS = {
                     eval=dict(langs=["swh", "uig", "deu"], max_sentences=16, radii=(0.05, 0.2), attack_steps=1,
                               max_english_pairs=32),
                     train=dict(lr=1e-4, warmup_ratio=0.0),  # two steps: a rate that moves the weights
-                    replication_eval=dict(max_sentences=16, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=32)),
-    # a real but small study on a CPU-only machine (~15 minutes on 2 cores); its replication is reduced too
+                    replication_eval=dict(max_sentences=16, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=32),
+                    replication_seeds=2, replication_top=1),
+    # a real but small study on a CPU-only machine (~15 minutes on 2 cores); its replication is reduced too:
+    # the best configuration and its baseline, 5 seeds each
     "cpu": Budget(6, 2, 192, 32, 1, 0,
                   eval=dict(langs=["swh", "hye", "mal", "uig", "deu", "cmn"], max_sentences=48, radii=(0.05, 0.2),
                             attack_steps=2, max_english_pairs=128),
-                  replication_eval=dict(max_sentences=32, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=128)),
+                  replication_eval=dict(max_sentences=32, radii=(0.05, 0.2), attack_steps=1, max_english_pairs=128),
+                  replication_seeds=5, replication_top=1),
     # GPUs: the full English training data, every sentence, the default groups and radii
     "gpu": Budget(32, 3, None, 64, 4, 1,
                   eval=dict(langs=None, max_sentences=None, attack_steps=3),
-                  replication_eval=dict(max_sentences=None, attack_steps=3, max_english_pairs=None)),
+                  replication_eval=dict(max_sentences=None, attack_steps=3, max_english_pairs=None,
+                                        strong_attack=True)),
 }
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import csv
 import os
+import zlib
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets import Dataset, concatenate_datasets
 
 from study.errors import DataError
@@ -68,14 +70,35 @@ def tatoeba_languages(data_dir: Path) -> list[str]:
     return sorted(p.name.split(".")[1].split("-")[0] for p in (data_dir / "tatoeba").glob("tatoeba.*-eng.eng"))
 
 
-def load_tatoeba(lang: str, data_dir: Path | None = None, max_pairs: int | None = None) -> Dataset:
-    """Translation pairs of one language with English: columns `source` (the language) and `english`."""
+# Every language's Tatoeba pairs are split in two disjoint halves, once and for all: the *selection* sentences,
+# which a study's trials are evaluated on (what its objective and ASHA see), and the *report* sentences, which
+# only the final evaluation sees (study.replicate, the findings, the summary's headline columns). "all" is both.
+SPLITS = ("selection", "report", "all")
+
+
+def split_indices(n: int, lang: str, split: str) -> list[int]:
+    """The line numbers (0-based, ascending) of a language's `n` pairs in `split`: a permutation seeded with
+    the CRC-32 of the language code puts the first half (n // 2) into selection and the rest into report."""
+    if split not in SPLITS:
+        raise DataError(f"unknown Tatoeba split '{split}' (one of {', '.join(SPLITS)})")
+    if split == "all":
+        return list(range(n))
+    order = np.random.default_rng(zlib.crc32(lang.encode())).permutation(n)
+    chosen = order[: n // 2] if split == "selection" else order[n // 2 :]
+    return sorted(int(i) for i in chosen)
+
+
+def load_tatoeba(lang: str, data_dir: Path | None = None, max_pairs: int | None = None,
+                 split: str = "all") -> Dataset:
+    """Translation pairs of one language with English, columns `source` (the language) and `english`: the
+    pairs of `split` (see SPLITS), the first `max_pairs` of them in file order. Retrieval candidates are the
+    loaded pairs, so a split's candidate pool holds its own sentences only."""
     from study.languages import LANGUAGES
 
     if lang not in LANGUAGES:
         raise DataError(f"unknown language code '{lang}' (expected one of the 112 Tatoeba codes)")
     if data_dir is None:
-        return _tatoeba_from_hub(lang, max_pairs)
+        return _tatoeba_from_hub(lang, max_pairs, split)
     base = data_dir / "tatoeba" / f"tatoeba.{lang}-eng"
     source = _read_lines(base.with_name(f"{base.name}.{lang}"))
     english = _read_lines(base.with_name(f"{base.name}.eng"))
@@ -85,17 +108,16 @@ def load_tatoeba(lang: str, data_dir: Path | None = None, max_pairs: int | None 
     for number, (s, e) in enumerate(zip(source, english), start=1):
         if not s.strip() or not e.strip():
             raise DataError(f"{base}.{lang if not s.strip() else 'eng'} line {number} is empty")
-    if max_pairs:
-        source, english = source[:max_pairs], english[:max_pairs]
-    return Dataset.from_dict({"source": source, "english": english})
+    keep = split_indices(len(source), lang, split)[:max_pairs or None]
+    return Dataset.from_dict({"source": [source[i] for i in keep], "english": [english[i] for i in keep]})
 
 
-def _tatoeba_from_hub(lang: str, max_pairs: int | None) -> Dataset:
+def _tatoeba_from_hub(lang: str, max_pairs: int | None, split: str) -> Dataset:
     from datasets import load_dataset
 
     ds = load_dataset("mteb/tatoeba-bitext-mining", f"{lang}-eng", split="test")
     ds = ds.rename_columns({"sentence1": "source", "sentence2": "english"}).select_columns(["source", "english"])
-    return ds.select(range(min(max_pairs, len(ds)))) if max_pairs else ds
+    return ds.select(split_indices(len(ds), lang, split)[:max_pairs or None])
 
 
 # ----------------------------------------------------------------------------- English pairs

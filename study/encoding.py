@@ -3,6 +3,12 @@
 Convention of the e5 family: every sentence gets the prefix "query: " (symmetric tasks such as bitext
 retrieval use it on both sides), token states are mean-pooled over the attention mask, and the result is
 L2-normalised so that a dot product is a cosine.
+
+Why not sentence-transformers' `SentenceTransformer` here: it computes the same embeddings (the model that
+`study.export` writes is one, checked against `Encoder.embed` to cosine >= 0.9999), but the attacks and the
+hybrid batches need the embeddings of *perturbed input embeddings* with gradients (`sentence_embedding(...,
+inputs_embeds=...)`), which its `encode` does not offer; and for evaluation, batching by a token budget
+rather than a fixed batch size is faster (`python -m study.bench encode` measures both against a plain loop).
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from study.models import QUERY_PREFIX
+
+# Tokens per sentence, prefix and special tokens included, wherever a sentence is tokenised: the trials'
+# training (TrialConfig.max_seq_len's default), every evaluation (trials, the untrained reference, study.evaluate).
+# 128 truncates no Tatoeba sentence of the default languages (the longest: 108) and no English training pair (87).
+MAX_LENGTH = 128
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -62,7 +73,7 @@ class Encoder:
     `tokenize` + `sentence_embedding` for training and attacks, which need gradients.
     """
 
-    def __init__(self, model, tokenizer, max_length: int = 128, max_tokens: int = 8192,
+    def __init__(self, model, tokenizer, max_length: int = MAX_LENGTH, max_tokens: int = 8192,
                  max_batch: int = 256, prefix: str = QUERY_PREFIX):
         self.model = model
         self.tokenizer = tokenizer
@@ -88,11 +99,30 @@ class Encoder:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
-    def tokenize(self, sentences: Sequence[str]) -> list[list[int]]:
-        """Prefixed, truncated token ids, unpadded."""
+    def tokenize(self, sentences: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+        """Prefixed token ids, unpadded, truncated to `max_length` tokens (default: the encoder's)."""
         encoded = self.tokenizer([self.prefix + s for s in sentences], truncation=True,
-                                 max_length=self.max_length, add_special_tokens=True)
+                                 max_length=max_length or self.max_length, add_special_tokens=True)
         return encoded["input_ids"]
+
+    def text_of(self, token_ids: Sequence[int]) -> str:
+        """The sentence behind `tokenize`'s ids: special tokens and the prefix removed."""
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        return text[len(self.prefix):] if text.startswith(self.prefix) else text.removeprefix(self.prefix.strip())
+
+    @property
+    def prefix_length(self) -> int:
+        """Tokens the prefix takes after [CLS] ("query: " -> '▁que', 'ry', ':')."""
+        return len(self.tokenizer(self.prefix.strip(), add_special_tokens=False)["input_ids"])
+
+    def perturbable_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The positions an attack may move: the attention mask without the special tokens ([CLS], [SEP])
+        and the prefix tokens, which every sentence shares (they are ~5 of ~15 tokens of a Tatoeba sentence)."""
+        special = torch.as_tensor([self.tokenizer.cls_token_id, self.tokenizer.sep_token_id], device=input_ids.device)
+        keep = attention_mask.clone()
+        keep[torch.isin(input_ids, special)] = 0
+        keep[:, 1 : 1 + self.prefix_length] = 0
+        return keep
 
     def autocast(self):
         """bf16 autocast on CUDA (fast, and no loss scaling needed); plain fp32 on CPU."""

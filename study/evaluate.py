@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.data import describe_data_dir, load_tatoeba, resolve_data_dir
+from study.data import SPLITS, describe_data_dir, load_tatoeba, resolve_data_dir
 from study.encoding import Encoder
 from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of, in_group, resolve_languages
@@ -56,8 +56,18 @@ def main(argv=None) -> int:
     parser.add_argument("--group", choices=sorted(GROUPS), help="a language group instead of --langs")
     parser.add_argument("--radii", default=",".join(map(fmt, DEFAULT_RADII)), help="attack/noise radii")
     parser.add_argument("--typo-rates", default=",".join(map(fmt, DEFAULT_TYPO_RATES)))
-    parser.add_argument("--attack-steps", type=int, default=3)
-    parser.add_argument("--max-sentences", type=int, help="per language (default: all)")
+    parser.add_argument("--attack-steps", type=int, default=3, help="steps of the cheap attack, the trials' PGD")
+    parser.add_argument("--strong-attack", action="store_true",
+                        help="also the strong attack: PGD with restarts on the margin to the nearest wrong candidate "
+                             "(acc.<lang>.strong_eps<r>); ~20x the cheap attack's time")
+    parser.add_argument("--strong-steps", type=int, default=EvalConfig.strong_steps)
+    parser.add_argument("--strong-restarts", type=int, default=EvalConfig.strong_restarts)
+    parser.add_argument("--perturb-special", action="store_true",
+                        help="let attacks and noise move [CLS], [SEP] and the 'query: ' prefix too (default: not)")
+    parser.add_argument("--split", choices=SPLITS, default="all",
+                        help="Tatoeba sentences: all (default), or one half, selection (what a study's search sees) or "
+                             "report (what its findings quote)")
+    parser.add_argument("--max-sentences", type=int, help="per language, of the split (default: all)")
     parser.add_argument("--no-english", action="store_true", help="skip the English source-language check")
     parser.add_argument("--data-dir")
     parser.add_argument("--seed", type=int, default=0)
@@ -74,8 +84,11 @@ def main(argv=None) -> int:
         if out.parent and not out.parent.exists():
             raise UsageError(f"output directory {out.parent} does not exist")
     config = EvalConfig(langs=langs, radii=_floats(args.radii, "--radii"),
-                        typo_rates=_floats(args.typo_rates, "--typo-rates"), max_sentences=args.max_sentences,
-                        attack_steps=args.attack_steps, english_check=not args.no_english, seed=args.seed)
+                        typo_rates=_floats(args.typo_rates, "--typo-rates"), split=args.split,
+                        max_sentences=args.max_sentences,
+                        attack_steps=args.attack_steps, english_check=not args.no_english, seed=args.seed,
+                        strong_attack=args.strong_attack, strong_steps=args.strong_steps,
+                        strong_restarts=args.strong_restarts, perturb_special=args.perturb_special)
     data_dir = resolve_data_dir(args.data_dir)
     for lang in langs:  # fail on a missing or malformed file before spending minutes on the others
         load_tatoeba(lang, data_dir, 1)

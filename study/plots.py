@@ -29,10 +29,12 @@ def save_figure(fig, path) -> None:
     plt.close(fig)
 
 
-def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dict, reference: dict,
+def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dict, reference: dict, split: str,
                  top: int = 6) -> None:
-    """Per language, each of the best trials minus the r = 0 baseline, in points; the first column is the
-    untrained encoder minus the baseline (what plain fine-tuning changed, with the sign flipped)."""
+    """Per language, each of the best trials minus the r = 0 baseline on `split`, in points; the first column
+    is the untrained encoder minus the baseline (what plain fine-tuning changed, with the sign flipped)."""
+    from study.robustness import lang_key
+
     plt = pyplot()
 
     columns = [("untrained", reference)] if reference else []
@@ -40,33 +42,36 @@ def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dic
                 for t in ranked if t is not baseline][:top]
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(columns), 1.2 + 0.32 * len(langs)), squeeze=False)
     for ax, figure in zip(axes[0], ("clean", "robust")):
-        data = np.array([[100 * (metrics.get(f"acc.{lang}.{figure}", np.nan)
-                                 - baseline["metrics"].get(f"acc.{lang}.{figure}", np.nan)) for _, metrics in columns]
-                         for lang in langs])
+        keys = [lang_key(split, lang, figure) for lang in langs]
+        data = np.array([[100 * (metrics.get(key, np.nan) - baseline["metrics"].get(key, np.nan))
+                          for _, metrics in columns] for key in keys])
         limit = max(1.0, np.nanmax(np.abs(data))) if data.size else 1.0
         image = ax.imshow(data, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         ax.set_yticks(range(len(langs)), [f"{lang} ({group_of(lang)})" for lang in langs])
         ax.set_xticks(range(len(columns)), [label for label, _ in columns], fontsize=7)
         for (i, j), value in np.ndenumerate(data):
             ax.text(j, i, f"{value:+.1f}", ha="center", va="center", fontsize=6)
-        ax.set_title(f"{figure} accuracy minus the r = 0 baseline (points)")
+        ax.set_title(f"{figure} accuracy minus the r = 0 baseline (points, {split} split)")
         fig.colorbar(image, ax=ax, shrink=0.8)
     save_figure(fig, path)
 
 
-def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict]) -> None:
-    """Per group, L->English accuracy against attack radius, one line per {label: flat metrics}."""
+def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict], split: str) -> None:
+    """Per group, L->English accuracy on `split` against attack radius, one line per {label: flat metrics}."""
+    from study.robustness import group_key
+
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
     for ax, group in zip(axes[0], ("low", "high")):
         for label, metrics in series.items():
-            ys = [metrics.get(f"group.{group}.l2e")] + [metrics.get(f"group.{group}.attacked_eps{r:g}") for r in radii]
+            ys = [metrics.get(group_key(split, group, "l2e"))] + [
+                metrics.get(group_key(split, group, f"attacked_eps{r:g}")) for r in radii]
             if all(y is not None for y in ys):
                 ax.plot([0, *radii], [100 * y for y in ys], marker="o", label=label)
         ax.set_xlabel("attack radius epsilon (L2 per token)")
         ax.set_ylabel("L->English accuracy@1 (%)")
-        ax.set_title(f"{group}-resource group")
+        ax.set_title(f"{group}-resource group ({split} split)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -1,16 +1,24 @@
 """Replicate a finished study and turn it into an answer: `python -m study.replicate STUDY_DIR`.
 
-Re-runs the r = 0 baseline and the K best configurations of the study, each with N seeds, as Ray Tune trials
-(grouped under a replication parent run in MLflow), evaluates them on the whole low- and high-resource
-groups, and writes STUDY_DIR/replication/findings.md with its tables and plots:
-  - per language and group: mean over seeds, spread, and the change against the baseline and against the
-    untrained encoder with a 95% interval that resamples seeds and sentences together
-    (`study.stats.combined_interval`); "*" marks an interval that excludes zero;
-  - the English source-language check, the same way (interval over seeds);
+Re-runs the K best configurations of the study and their baselines, each with N seeds (the same seed values
+for every configuration, so they pair by seed), as Ray Tune trials (grouped under a replication parent run in
+MLflow), evaluates them on the whole low- and high-resource groups, and writes
+STUDY_DIR/replication/findings.md with its tables and plots. Two baselines, so that "best - baseline" is the
+effect of the hybrid batch and not of other tuning: `baseline`, r = 0 at the best configuration's other
+settings, and, when the study's own r = 0 trial trains differently (a space that tunes the learning rate,
+epochs ...), `study_baseline`, that trial's configuration.
+  - per language and group: mean over seeds, and the change against each baseline and against the untrained
+    encoder with a 95% t-interval over crossed seeds and sentences (`study.stats.seed_sentence_interval`);
+    per-language stars by Holm's procedure across the languages, group rows by their own interval;
+  - the smallest change of the low-resource group's robust accuracy this replication can detect (80% power);
+  - the English source-language check (t-interval over seeds, paired by seed);
   - language distance: each language's gain against its script (Latin like English or not), family and
     the untrained encoder's own accuracy, with a Spearman correlation and its bootstrap interval;
   - robustness curves: attacked accuracy against radius for baseline and best, with intervals over seeds.
 The answer paragraph is written from the numbers by the code.
+With --export (or --register NAME), the best configuration's first-seed replica becomes a model too
+(`study.exporting`): replication/model, registered as a version of NAME whose tags name the replication
+run and its findings, while findings.md names the version.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -27,19 +36,25 @@ from pathlib import Path
 
 import numpy as np
 
-from study import plots, stats, tracking
+from study import exporting, plots, stats, tracking
 from study.budgets import BUDGETS
 from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of, in_group
 from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray
-from study.stats import Interval, format_interval, mark
+from study.robustness import lang_key, unpack_result
+from study.stats import Interval, format_interval
 from study.studydir import load_study, tracking_uri, write_json
-from study.trials import finished_baseline, load_trials, rank_trials
+from study.trials import load_trials, rank_trials
 from study.tuning import replication_tuner
-from trainables.config import TrialConfig
-from trainables.trainable import read_hits
+from trainables.config import ADVERSARIAL_KEYS, DEFAULTS, TrialConfig
+from trainables.storage import read_hits
 
-FIGURES = ("clean", "robust")  # per language: L->English clean, and mean attacked over the radii
+# per language: L->English clean; mean attacked over the radii, under the trials' cheap PGD and (when the
+# replication's evaluation runs it, EvalConfig.strong_attack) under the strong attack
+FIGURES = ("clean", "robust", "robust_strong")
+# every figure of the replication is measured on the report split, which the study's search never saw
+REPORT_SPLIT_TEXT = ("report-split (half of each language's Tatoeba pairs, fixed per language, disjoint from the "
+                     "selection sentences the study's search was scored on)")
 ENGLISH_KEYS = ("en.paraphrase_acc", "en.stsb_spearman")
 
 
@@ -52,20 +67,24 @@ class Replica:
     seed: int
     metrics: dict[str, float]  # the flat metrics of study.robustness
     hits: dict[str, dict[str, list[int]]]  # lang -> l2e | attacked_eps<r> -> per-sentence 0/1
+    trial_id: str | None = None  # Ray's trial id (its MLflow run carries it), for --export
+    checkpoint: object = None  # its last ray.tune.Checkpoint (weights), for --export
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One figure of one configuration: its mean over seeds, and its change against the r = 0 baseline
-    (absent for the baseline itself) and against the untrained encoder."""
+    """One figure of one configuration: its mean over seeds, and its change against the r = 0 baseline at the
+    same settings and against the study's own r = 0 trial (absent for a baseline itself, and the second when
+    the study has no differently trained r = 0 trial), and against the untrained encoder."""
 
     seeds: Interval
     vs_baseline: Interval | None = None
+    vs_study_baseline: Interval | None = None
     vs_untrained: Interval | None = None
 
     def as_dict(self) -> dict:
-        return {name: iv.as_dict() for name, iv in (("seeds", self.seeds), ("vs_baseline", self.vs_baseline),
-                                                    ("vs_untrained", self.vs_untrained)) if iv is not None}
+        return {name: getattr(self, name).as_dict() for name in ("seeds", "vs_baseline", "vs_study_baseline",
+                                                                  "vs_untrained") if getattr(self, name) is not None}
 
 
 @dataclass
@@ -90,32 +109,53 @@ class Findings:
 
     study_name: str
     settings: dict  # the study's settings (study.json)
-    chosen: list[tuple[str, TrialConfig]]  # the replicated configurations: baseline first, the best one next
+    chosen: list[tuple[str, TrialConfig]]  # the replicated configurations: the baselines, then the best first
     analysis: dict[str, ConfigResults]  # configuration name -> results
     distance: dict  # language_distance()
     langs: list[str]
     radii: list[float]
     seeds: int
+    seeds_note: str  # where the number of seeds came from, in words
+    split: str  # the Tatoeba sentences reported on, in words
     budget: str  # what the replication trained and evaluated, in words
     hardware: str
     minutes: float
+    strong_attack: tuple[int, int] = (20, 3)  # the strong attack's steps and restarts, where it ran
 
     @property
     def best(self) -> str:
-        return self.chosen[1][0]
+        return next(name for name, _ in self.chosen if name not in BASELINES)
+
+    def chosen_config(self, name: str) -> TrialConfig:
+        return dict(self.chosen)[name]
 
 
 # ----------------------------------------------------------------------------- configurations and replicas
+BASELINES = ("baseline", "study_baseline")
+
+
+def trains_like(a: TrialConfig, b: TrialConfig) -> bool:
+    """Whether two configurations train alike at r = 0: equal but for the keys that act only on the
+    adversarial share of a batch (and the seed)."""
+    neutral = {key: getattr(DEFAULTS, key) for key in (*ADVERSARIAL_KEYS, "seed")}
+    return dataclasses.replace(a, **neutral) == dataclasses.replace(b, **neutral)
+
+
 def choose_configs(trials: list[dict], objective: str, top: int) -> list[tuple[str, TrialConfig]]:
-    """[("baseline", config), ("best1", config), ...] from the study's finished trials."""
-    baseline = finished_baseline(trials)
-    if baseline is None:
+    """[("baseline", config), maybe ("study_baseline", config), ("best1", config), ...] from the study's
+    finished trials: `baseline` is r = 0 at best1's other settings; `study_baseline` the study's best
+    finished r = 0 trial, when it trains differently from `baseline`."""
+    study_baseline = next((t for t in rank_trials(trials, objective) if t["params"].get("ratio") == 0), None)
+    if study_baseline is None:
         raise UsageError("the study has no finished r = 0 baseline trial to replicate")
     best = [t for t in rank_trials(trials, objective) if t["params"].get("ratio") != 0][:top]
     if not best:
         raise UsageError("the study has no finished trial with r > 0 to replicate")
-    chosen = [("baseline", baseline)] + [(f"best{i + 1}", t) for i, t in enumerate(best)]
-    return [(name, TrialConfig.from_params(t["raw_params"])) for name, t in chosen]
+    best_configs = [(f"best{i + 1}", TrialConfig.from_params(t["raw_params"])) for i, t in enumerate(best)]
+    baseline = dataclasses.replace(best_configs[0][1], ratio=0.0)
+    own = TrialConfig.from_params(study_baseline["raw_params"])
+    baselines = [("baseline", baseline)] + ([] if trains_like(own, baseline) else [("study_baseline", own)])
+    return baselines + best_configs
 
 
 def replica_configs(chosen, seeds: int, settings: dict, eval_config: dict) -> list[TrialConfig]:
@@ -138,63 +178,80 @@ def run_replicas(configs: list[TrialConfig], settings: dict, study_dir: Path, ur
             print(f"replica failed: {str(result.error).splitlines()[-1][:200]}", file=sys.stderr)
             continue
         config = TrialConfig.from_dict(result.config)
-        replicas.append(Replica(config.replica, config.seed, dict(result.metrics), read_hits(result.checkpoint)))
+        replicas.append(Replica(config.replica, config.seed, unpack_result(result.metrics),
+                                read_hits(result.checkpoint), trial_id=(result.metrics or {}).get("trial_id"),
+                                checkpoint=result.checkpoint))
     return replicas
 
 
 # ----------------------------------------------------------------------------- analysis
 def sentence_scores(hits: dict, figure: str, radii) -> np.ndarray:
-    """Per-sentence score of one language: clean = L->English hit; robust = mean attacked hit over radii."""
+    """Per-sentence score of one language: clean = L->English hit; robust = mean attacked hit over the radii;
+    robust_strong = the same under the strong attack."""
     if figure == "clean":
         return np.asarray(hits["l2e"], dtype=float)
-    return np.mean([np.asarray(hits[f"attacked_eps{r:g}"], dtype=float) for r in radii], axis=0)
+    kind = "strong" if figure == "robust_strong" else "attacked"
+    return np.mean([np.asarray(hits[f"{kind}_eps{r:g}"], dtype=float) for r in radii], axis=0)
 
 
-def analyse(replicas: list[Replica], reference: dict, langs: list[str], radii,
-            n_boot: int = 2000) -> dict[str, ConfigResults]:
-    """Per configuration, language and figure: seed interval, and differences to baseline and untrained."""
-    by_name: dict[str, list[Replica]] = {}
-    for replica in sorted(replicas, key=lambda r: r.seed):
-        by_name.setdefault(replica.name, []).append(replica)
-    untrained = {lang: {f: sentence_scores(reference["hits"][lang], f, radii) for f in FIGURES} for lang in langs}
+def figures_measured(replicas: list[Replica], reference: dict) -> tuple[str, ...]:
+    """The FIGURES every replica's and the reference's hits allow (the strong attack only where it ran)."""
+    every = [r.hits for r in replicas] + [reference["hits"]]
+    strong = all(any(key.startswith("strong_eps") for key in hits[lang]) for hits in every for lang in hits)
+    return tuple(f for f in FIGURES if f != "robust_strong" or strong)
 
-    def group_mean(replica: Replica, members: list[str], figure: str) -> float:
-        return float(np.mean([sentence_scores(replica.hits[lang], figure, radii).mean() for lang in members]))
+
+def analyse(replicas: list[Replica], reference: dict, langs: list[str], radii) -> dict[str, ConfigResults]:
+    """Per configuration, language and figure: the interval over seeds, and the changes against each baseline
+    and the untrained encoder (`stats.seed_sentence_interval`), configurations paired by seed value."""
+    by_name: dict[str, dict[int, Replica]] = {}
+    for replica in replicas:
+        by_name.setdefault(replica.name, {})[replica.seed] = replica
+    figures = figures_measured(replicas, reference)
+    untrained = {lang: {f: sentence_scores(reference["hits"][lang], f, radii) for f in figures} for lang in langs}
+
+    def table(reps: dict[int, Replica], seeds: list[int], lang: str, figure: str) -> np.ndarray:
+        return np.array([sentence_scores(reps[seed].hits[lang], figure, radii) for seed in seeds])
+
+    def against(name: str, baseline: str, members: list[str], figure: str) -> Interval | None:
+        """The change of `name` against a baseline over the seeds both have, for one language or a group."""
+        if name in BASELINES or baseline not in by_name:
+            return None
+        seeds = sorted(set(by_name[name]) & set(by_name[baseline]))
+        if not seeds:
+            return None
+        return stats.seed_sentence_interval([table(by_name[name], seeds, lang, figure)
+                                             - table(by_name[baseline], seeds, lang, figure) for lang in members])
+
+    def comparison(name: str, members: list[str], figure: str) -> Comparison:
+        seeds = sorted(by_name[name])
+        own = [table(by_name[name], seeds, lang, figure) for lang in members]
+        return Comparison(seeds=stats.seed_interval(np.mean([t.mean(axis=1) for t in own], axis=0)),
+                          vs_baseline=against(name, "baseline", members, figure),
+                          vs_study_baseline=against(name, "study_baseline", members, figure),
+                          vs_untrained=stats.seed_sentence_interval([t - untrained[lang][figure]
+                                                                     for t, lang in zip(own, members)]))
 
     out = {}
     for name, reps in by_name.items():
-        base_reps, is_baseline = by_name["baseline"], name == "baseline"
         results = ConfigResults()
         for lang in langs:
-            results.languages[lang] = {}
-            for figure in FIGURES:
-                scores = [sentence_scores(r.hits[lang], figure, radii) for r in reps]
-                base = [sentence_scores(r.hits[lang], figure, radii) for r in base_reps]
-                results.languages[lang][figure] = Comparison(
-                    seeds=stats.seed_interval([s.mean() for s in scores]),
-                    vs_baseline=None if is_baseline else stats.combined_interval(scores, base, n_boot=n_boot),
-                    vs_untrained=stats.combined_interval(scores, [untrained[lang][figure]] * len(scores),
-                                                         n_boot=n_boot))
+            results.languages[lang] = {figure: comparison(name, [lang], figure) for figure in figures}
         for group in ("low", "high"):
             members = in_group(langs, group)
-            results.groups[group] = {}
-            for figure in FIGURES:
-                per_seed = [group_mean(r, members, figure) for r in reps]
-                base = [group_mean(r, members, figure) for r in base_reps]
-                untrained_mean = np.mean([untrained[lang][figure].mean() for lang in members])
-                results.groups[group][figure] = Comparison(
-                    seeds=stats.seed_interval(per_seed),
-                    vs_baseline=None if is_baseline else stats.paired_difference(per_seed, base),
-                    vs_untrained=stats.seed_interval([v - untrained_mean for v in per_seed]))
-        for key in ENGLISH_KEYS:
-            values = [r.metrics[key] for r in reps if key in r.metrics]
-            base = [r.metrics[key] for r in base_reps if key in r.metrics]
-            if values:
-                before = reference["metrics"].get(key)
-                results.english[key] = Comparison(
-                    seeds=stats.seed_interval(values),
-                    vs_baseline=None if is_baseline else stats.paired_difference(values, base),
-                    vs_untrained=None if before is None else stats.seed_interval([v - before for v in values]))
+            results.groups[group] = {figure: comparison(name, members, figure) for figure in figures}
+        for key in ENGLISH_KEYS:  # one number per seed (no per-sentence hits): t over seeds, paired by seed
+            values = {seed: r.metrics[key] for seed, r in reps.items() if key in r.metrics}
+            if not values:
+                continue
+            before = reference["metrics"].get(key)
+            pairs = {b: sorted(set(values) & set(by_name[b])) for b in BASELINES if b in by_name}
+            changes = {b: None if name in BASELINES or not seeds else stats.seed_interval(
+                [values[s] - by_name[b][s].metrics[key] for s in seeds]) for b, seeds in pairs.items()}
+            results.english[key] = Comparison(
+                seeds=stats.seed_interval(list(values.values())), vs_baseline=changes.get("baseline"),
+                vs_study_baseline=changes.get("study_baseline"),
+                vs_untrained=None if before is None else stats.seed_interval([v - before for v in values.values()]))
         out[name] = results
     return out
 
@@ -205,7 +262,7 @@ def language_distance(analysis: dict[str, ConfigResults], reference: dict, langs
     for lang in langs:
         meta, robust = LANGUAGES[lang], analysis[best].languages[lang]["robust"]
         rows.append(dict(lang=lang, script=meta.script, family=meta.family, latin=meta.script == "Latin",
-                         untrained=reference["metrics"][f"acc.{lang}.l2e"],
+                         untrained=reference["metrics"][lang_key("report", lang, "l2e")],
                          gain_vs_baseline=robust.vs_baseline.mean, gain_vs_untrained=robust.vs_untrained.mean))
     rho, interval = stats.spearman_with_interval([r["untrained"] for r in rows],
                                                  [r["gain_vs_baseline"] for r in rows])
@@ -217,22 +274,40 @@ def language_distance(analysis: dict[str, ConfigResults], reference: dict, langs
 
 
 # ----------------------------------------------------------------------------- the report
-def _cell(iv: Interval | None) -> str:
-    return "" if iv is None else f"{format_interval(iv)}{mark(iv)}"
+def _cell(iv: Interval | None, star: bool | None = None) -> str:
+    """An interval in points, starred when significant: by `star` (Holm, for a language row) if given, else by
+    the interval itself (a group's or English row, each its own single test)."""
+    if iv is None:
+        return ""
+    return f"{format_interval(iv)}{'*' if (iv.excludes_zero if star is None else star) else ''}"
 
 
 def _pts(value) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f} points"
 
 
+def holm_stars(intervals: dict[str, Interval | None]) -> dict[str, bool]:
+    """Holm's procedure across the rows of one table column (languages): which changes are significant with
+    the family-wise error held at 5%. Rows without an interval are never significant but count in m."""
+    keys = list(intervals)
+    flags = stats.holm_significant([iv.p if iv is not None else float("nan") for iv in intervals.values()])
+    return dict(zip(keys, flags))
+
+
+MDE_TARGET = 0.02  # the change of the low-resource group's robust accuracy the report asks to resolve
+
+
 def findings(f: Findings) -> str:
     """The Markdown report, written from the numbers."""
-    params = f.chosen[1][1]
+    params = f.chosen_config(f.best)
     results, baseline = f.analysis[f.best], f.analysis["baseline"]
+    has_study_baseline = "study_baseline" in f.analysis
     low = in_group(f.langs, "low")
     low_robust, low_clean = results.groups["low"]["robust"], results.groups["low"]["clean"]
-    significant = [lang for lang in low if results.languages[lang]["robust"].vs_baseline.excludes_zero]
+    robust_stars = holm_stars({lang: results.languages[lang]["robust"].vs_baseline for lang in f.langs})
+    significant = [lang for lang in low if robust_stars[lang]]
     helped = [lang for lang in significant if results.languages[lang]["robust"].vs_baseline.mean > 0]
+    mde = stats.minimum_detectable_effect(low_robust.vs_baseline)
     iv = f.distance["spearman_interval"]
     if iv["low"] > 0 or iv["high"] < 0:
         distance_verdict = ("holds: gains are larger for languages the untrained encoder handles worse"
@@ -241,15 +316,27 @@ def findings(f: Findings) -> str:
     else:
         distance_verdict = "cannot be confirmed here: the rank correlation's interval includes zero"
     en = results.english.get("en.paraphrase_acc")
+    study_baseline_text = (f" (against the study's own r = 0 trial, trained with its default settings: "
+                           f"{format_interval(low_robust.vs_study_baseline)})" if has_study_baseline else "")
+    if math.isnan(mde):
+        power = ("The smallest change this replication could detect cannot be estimated "
+                 f"({low_robust.vs_baseline.note}).")
+    else:
+        power = (f"With {f.seeds} seeds and these sentences, the smallest change of the low-resource group's "
+                 f"robust accuracy this replication detects with 80% power is {100 * mde:.1f} points")
+        power += (f"; it cannot resolve a {100 * MDE_TARGET:.0f}-point change, so a smaller true effect would "
+                  "go unseen here." if mde > MDE_TARGET else
+                  f", enough to resolve a {100 * MDE_TARGET:.0f}-point change.")
     answer = (
         f"On the {len(low)} low-resource languages, the best hybrid configuration (r = {params.ratio:.2f}, "
         f"epsilon = {params.epsilon:.3g}, {params.method}) changes attacked (robust) accuracy by "
-        f"{format_interval(low_robust.vs_baseline)} points against plain fine-tuning (r = 0) and by "
-        f"{format_interval(low_robust.vs_untrained)} against the untrained encoder; its clean accuracy "
-        f"changes by {format_interval(low_clean.vs_baseline)} against r = 0 "
-        f"(95% intervals, {f.seeds} seeds). The change in robust accuracy against r = 0 is significant on "
-        f"{len(significant)} low-resource languages ({len(helped)} of them gains). In English, the training "
-        f"language, paraphrase retrieval changes by {(_cell(en.vs_baseline) if en else '') or 'n/a'} against r = 0. "
+        f"{format_interval(low_robust.vs_baseline)} points against plain fine-tuning (r = 0 at the same "
+        f"settings){study_baseline_text} and by {format_interval(low_robust.vs_untrained)} against the untrained "
+        f"encoder; its clean accuracy changes by {format_interval(low_clean.vs_baseline)} against r = 0 "
+        f"(95% intervals, {f.seeds} seeds, on the {f.split} sentences). The change in robust accuracy against "
+        f"r = 0 is significant (Holm across the {len(f.langs)} languages) on {len(significant)} low-resource "
+        f"languages ({len(helped)} of them gains). {power} In English, the training language, paraphrase "
+        f"retrieval changes by {(_cell(en.vs_baseline) if en else '') or 'n/a'} against r = 0. "
         f"The seed paper's claim that robust training helps more the further a language is from the source "
         f"{distance_verdict} (Spearman rho between the untrained accuracy and the gain "
         f"{f.distance['spearman']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]).")
@@ -261,41 +348,81 @@ def findings(f: Findings) -> str:
              "## Set-up", "",
              f"- encoder: {settings['model']}; fine-tuned on English pairs only (STS-B >= 4, MSRP paraphrases)",
              f"- search: space `{settings['space']}`, {settings['budget']} budget, objective {settings['objective']}",
-             f"- replication: baseline r = 0 and the {len(f.chosen) - 1} best configurations x {f.seeds} seeds; "
-             f"{f.budget}",
-             f"- evaluation: Tatoeba, {len(f.langs)} languages (low and high groups), L->English accuracy@1 clean "
-             f"and under PGD in the input-embedding space (radii {f.radii})",
+             f"- replication: the {len([c for c in f.chosen if c[0] not in BASELINES])} best configurations and "
+             f"their baselines x {f.seeds} seeds ({f.seeds_note}); {f.budget}",
+             "- baselines: `baseline` = r = 0 at the best configuration's other settings (the comparison every "
+             "'best - baseline' column makes)" + (
+                 "; `study_baseline` = the study's own r = 0 trial, which trains differently (the space tuned "
+                 "other keys): its column is 'best - study r=0'" if has_study_baseline else
+                 "; the study's own r = 0 trial trains identically, so it is not repeated"),
+             f"- evaluation: Tatoeba, {len(f.langs)} languages (low and high groups), the {f.split} sentences; "
+             f"L->English accuracy@1 clean and under PGD in the input-embedding space (radii {f.radii})",
              f"- hardware: {f.hardware}; replication wall time {f.minutes:.1f} min",
-             "- intervals: 95%, resampling seeds and sentences together (paired two-stage bootstrap); group and "
-             "English rows: Student-t over seeds; * = the interval excludes zero", "",
+             "- intervals: 95%, Student-t over crossed seeds and sentences (two-way random effects, "
+             "Satterthwaite df), configurations paired by seed; English rows: t over seeds. Language rows: "
+             "* = significant by Holm's procedure across the languages; group and English rows: * = the "
+             "interval excludes zero. 'no interval' says why none could be estimated", "",
              "## Answer", "", answer, "",
              "## Per language: robust accuracy, change in points", "",
-             "| language | group | script | untrained | baseline r=0 | best | best - baseline | best - untrained |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| language | group | script | untrained | baseline r=0 | best | best - baseline | best - untrained |"
+             + (" best - study r=0 |" if has_study_baseline else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if has_study_baseline else "")]
     rows = [(lang, group_of(lang), LANGUAGES[lang].script, results.languages[lang], baseline.languages[lang])
             for lang in f.langs]
     rows += [(f"group:{g}", g, "", results.groups[g], baseline.groups[g]) for g in ("low", "high")]
+
+    def star(label: str, column: dict[str, bool]) -> bool | None:
+        return column.get(label) if not label.startswith("group:") else None
+
+    measured = list(results.languages[f.langs[0]])
+    columns = {figure: {name: holm_stars({lang: getattr(results.languages[lang][figure], name)
+                                          for lang in f.langs})
+                        for name in ("vs_baseline", "vs_study_baseline", "vs_untrained")}
+               for figure in measured}
+    base_untrained = holm_stars({lang: baseline.languages[lang]["clean"].vs_untrained for lang in f.langs})
     for label, group, script, t, b in rows:
-        t, b = t["robust"], b["robust"]
+        t, b, col = t["robust"], b["robust"], columns["robust"]
         untrained_mean = t.seeds.mean - t.vs_untrained.mean
-        lines.append(f"| {label} | {group} | {script} | {100 * untrained_mean:.1f} | {100 * b.seeds.mean:.1f} | "
-                     f"{100 * t.seeds.mean:.1f} | {_cell(t.vs_baseline)} | {_cell(t.vs_untrained)} |")
+        line = (f"| {label} | {group} | {script} | {100 * untrained_mean:.1f} | {100 * b.seeds.mean:.1f} | "
+                f"{100 * t.seeds.mean:.1f} | {_cell(t.vs_baseline, star(label, col['vs_baseline']))} | "
+                f"{_cell(t.vs_untrained, star(label, col['vs_untrained']))} |")
+        if has_study_baseline:
+            line += f" {_cell(t.vs_study_baseline, star(label, col['vs_study_baseline']))} |"
+        lines.append(line)
     lines += ["", "## Clean accuracy (L->English), change in points", "",
               "| language | best - baseline | best - untrained | baseline - untrained |", "|---|---|---|---|"]
     for label, _, _, t, b in rows:
-        t, b = t["clean"], b["clean"]
-        lines.append(f"| {label} | {_cell(t.vs_baseline)} | {_cell(t.vs_untrained)} | {_cell(b.vs_untrained)} |")
+        t, b, col = t["clean"], b["clean"], columns["clean"]
+        lines.append(f"| {label} | {_cell(t.vs_baseline, star(label, col['vs_baseline']))} | "
+                     f"{_cell(t.vs_untrained, star(label, col['vs_untrained']))} | "
+                     f"{_cell(b.vs_untrained, star(label, base_untrained))} |")
+    if "robust_strong" in measured:
+        lines += ["", "## Under the strong attack: robust accuracy, change in points", "",
+                  f"PGD-{f.strong_attack[0]} with {f.strong_attack[1]} random restarts and a margin loss against the "
+                  "nearest wrong candidate, at the same radii (the cheap attack of the tables above is the trials' "
+                  "own, kept for speed; this one bounds what it misses).", "",
+                  "| language | baseline r=0 | best | best - baseline | best - untrained |", "|---|---|---|---|---|"]
+        for label, _, _, t, b in rows:
+            t, b, col = t["robust_strong"], b["robust_strong"], columns["robust_strong"]
+            lines.append(f"| {label} | {100 * b.seeds.mean:.1f} | {100 * t.seeds.mean:.1f} | "
+                         f"{_cell(t.vs_baseline, star(label, col['vs_baseline']))} | "
+                         f"{_cell(t.vs_untrained, star(label, col['vs_untrained']))} |")
+    else:
+        lines += ["", "The strong attack (PGD-20 with restarts and a margin loss) did not run at this budget, for its "
+                  "cost: the robust figures above are under the trials' cheap PGD only, an upper bound on "
+                  "robustness. The gpu budget's replication runs it; `python -m study.evaluate --strong-attack` "
+                  "measures it for one model."]
     lines += ["", "## English (source language)", "",
               "| figure | best - baseline | best - untrained |", "|---|---|---|"]
     for key, entry in results.english.items():
         lines.append(f"| {key} | {_cell(entry.vs_baseline)} | {_cell(entry.vs_untrained)} |")
-    not_significant = [lang for lang in f.langs if not results.languages[lang]["robust"].vs_baseline.excludes_zero]
+    not_significant = [lang for lang in f.langs if not robust_stars[lang]]
     lines += ["", "## Language distance", "",
               f"Mean robust gain against r = 0: Latin-script languages {_pts(f.distance['latin_mean'])}, "
               f"other scripts {_pts(f.distance['other_mean'])}.", "", "![distance](distance.png)", "",
               "## Robustness curves", "", "![curves](robustness_curves.png)", "",
               "## Not significant", "",
-              "The change in robust accuracy against r = 0 is not significant for: "
+              "The change in robust accuracy against r = 0 is not significant (Holm) for: "
               f"{', '.join(not_significant) or 'none'}.",
               ""]
     return "\n".join(lines)
@@ -306,29 +433,44 @@ def findings(f: Findings) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.replicate", description=__doc__.split("\n")[0])
     parser.add_argument("study_dir")
-    parser.add_argument("--top", type=int, default=3, help="best configurations to replicate (default 3)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default 3)")
+    parser.add_argument("--top", type=int, help="best configurations to replicate (default: the study's budget's, "
+                                                "1 on cpu and smoke, 3 on gpu)")
+    parser.add_argument("--seeds", type=int, help="seeds per configuration (default: the study's budget's, 5; 2 on "
+                                                  "smoke)")
     parser.add_argument("--address", help="Ray cluster to join (auto, or HOST:PORT); default: a local Ray")
     parser.add_argument("--tracking-uri", help="the MLflow store the study logged to (default: the embedded store "
                                                "in STUDY_DIR, else $MLFLOW_TRACKING_URI, else the URI it kept)")
+    parser.add_argument("--export", action="store_true", help="export the best configuration (its first seed) as a "
+                                                              "sentence-transformers model: replication/model")
+    parser.add_argument("--register", metavar="NAME", help="--export, and register it in MLflow as a version of "
+                                                           "NAME with the alias 'best' (tags link the findings)")
     args = parser.parse_args(argv)
-    if args.top < 1 or args.seeds < 1:
+    if (args.top is not None and args.top < 1) or (args.seeds is not None and args.seeds < 1):
         raise UsageError("--top and --seeds must be >= 1")
     saved = load_study(args.study_dir)
     study_dir = Path(args.study_dir)
     settings = saved["settings"]
+    budget_of_study = BUDGETS[settings["budget"]]
+    seeds_note = "set by --seeds" if args.seeds else f"the {settings['budget']} budget's default"
+    args.top = args.top or budget_of_study.replication_top
+    args.seeds = args.seeds or budget_of_study.replication_seeds
     uri = tracking_uri(study_dir, saved, args.tracking_uri)
     tracking.check_reachable(uri)
+    if args.register:
+        exporting.check_registry(uri)
     client = tracking.client_for(uri)
     tracking.check_parent_run(client, saved["parent_run_id"], uri)
     chosen = choose_configs(load_trials(client, saved["experiment_id"], saved["parent_run_id"]),
                             settings["objective"], args.top)
     langs = list(GROUPS["low"]) + list(GROUPS["high"])
     eval_config = {**settings["eval"], **BUDGETS[settings["budget"]].replication_eval, "langs": langs,
-                   "keep_hits": True, "typo_rates": ()}
+                   "keep_hits": True, "typo_rates": (), "split": "report"}
     eval_config.setdefault("radii", (0.02, 0.05, 0.1, 0.2))
+    strong = (f" and the strong attack (PGD-{eval_config.get('strong_steps', 20)}, "
+              f"{eval_config.get('strong_restarts', 3)} restarts)" if eval_config.get("strong_attack") else "")
     budget = (f"evaluation on all {len(langs)} languages with "
-              f"{eval_config.get('max_sentences') or 'all'} sentences each, PGD-{eval_config['attack_steps']}, "
+              f"{eval_config.get('max_sentences') or 'all'} report sentences each, "
+              f"PGD-{eval_config['attack_steps']}{strong}, "
               f"training as in the study ({settings['epochs']} epochs, "
               f"{settings['max_train_pairs'] or 'all'} pairs)")
     if settings["budget"] != "gpu":
@@ -353,14 +495,12 @@ def main(argv=None) -> int:
     replicas = run_replicas(configs, settings, study_dir, uri, saved["experiment_id"], replication)
     minutes = (time.time() - start) / 60
     names = {r.name for r in replicas}
-    if "baseline" not in names or len(names) < 2:
+    if "baseline" not in names or not names - set(BASELINES):
         raise UsageError("too many replicas failed to compare anything (see the messages above)")
     radii = sorted(eval_config["radii"])
     analysis = analyse(replicas, reference, langs, radii)
-    # the best configuration with results comes first after the baseline
-    ranked = [c for c in chosen[1:] if c[0] in names]
-    chosen = [chosen[0]] + ranked
-    best = ranked[0][0]
+    chosen = [c for c in chosen if c[0] in names]  # the baselines, then the best configuration with results
+    best = next(name for name, _ in chosen if name not in BASELINES)
     distance = language_distance(analysis, reference, langs, best)
     plots.plot_distance(out / "distance.png", distance)
     plots.plot_robustness_curves(out / "robustness_curves.png", replicas, reference, langs, radii, best)
@@ -369,7 +509,19 @@ def main(argv=None) -> int:
     hardware = (f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
                 else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
     report = findings(Findings(study_dir.name, settings, chosen, analysis, distance, langs, radii, args.seeds,
-                               budget, hardware, minutes))
+                               seeds_note, REPORT_SPLIT_TEXT, budget, hardware, minutes,
+                               (eval_config.get("strong_steps", 20), eval_config.get("strong_restarts", 3))))
+    if args.export or args.register:  # the best configuration's first seed, as a model; report and model link
+        replica = min((r for r in replicas if r.name == best), key=lambda r: r.seed)
+        config = next(c for c in configs if c.replica == best and c.seed == replica.seed)
+        run_id = exporting.child_run_of(client, saved["experiment_id"], replication, replica.trial_id)
+        exported = exporting.export_replica(replica.checkpoint, config, settings, exporting.replication_model_dir(out),
+                                            study_dir.name, replication, run_id, replica.metrics, uri,
+                                            register=args.register)
+        report += exporting.model_section(exported)
+        if exported.registered:
+            client.set_tag(replication, "registered_model",
+                           f"{exported.registered['name']}/{exported.registered['version']}")
     (out / "findings.md").write_text(report)
     write_json(out / "analysis.json", {name: results.as_dict() for name, results in analysis.items()})
     write_json(out / "distance.json", distance)

@@ -43,6 +43,7 @@ from study.studydir import (
 from study.trials import load_trials
 from study.tuning import study_tuner
 from trainables.attacks import ATTACKS
+from trainables.synonyms import load_wordnet
 
 
 def parse_args(argv):
@@ -58,7 +59,7 @@ def parse_args(argv):
                         "pareto: both, multi-objective")
     p.add_argument("--range", action="append", default=[], metavar="KEY=LOW,HIGH",
                    help="narrow a searched key, e.g. --range ratio=0,0.5 --range epsilon=0.05,0.5 (repeatable)")
-    p.add_argument("--method", help="attack method for every trial (pgd, fgsm, freelb, rs-rp), "
+    p.add_argument("--method", help="attack method for every trial (pgd, fgsm, freelb, rs-rp, rs-da), "
                                     "unless the space searches it")
     p.add_argument("--langs", help="evaluation languages, comma-separated codes (default: budget's)")
     p.add_argument("--group", choices=["low", "high", "all"], help="evaluation language group")
@@ -106,6 +107,8 @@ def validate(args, cluster_has_gpus: bool | None = None) -> dict:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.method and args.method not in ATTACKS:
         raise UsageError(f"unknown attack method '{args.method}' (one of {', '.join(ATTACKS)})")
+    if "rs-da" in {args.method, space.fixed.get("method"), *getattr(space.space.get("method"), "options", ())}:
+        load_wordnet()  # rs-da's synonyms: without WordNet, one line naming the package, before anything starts
     try:
         langs = (resolve_languages(args.langs, args.group) if (args.langs or args.group)
                  else budget.eval.get("langs") or resolve_languages())

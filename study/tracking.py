@@ -144,7 +144,11 @@ def check_parent_run(client, parent: str, uri: str) -> None:
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
-    """The figures of a Ray result worth logging (numbers, minus Ray's bookkeeping)."""
+    """The figures of a Ray result worth logging (numbers, the per-language ones unpacked, minus Ray's
+    bookkeeping)."""
+    from study.robustness import unpack_result
+
+    result = unpack_result(result)
     skip = {TRAINING_ITERATION, "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
             "iterations_since_restore", "done"}
     return {k: float(v) for k, v in result.items()
@@ -178,6 +182,7 @@ class ChildRunLogger(Callback):
         self._client = None
         self._runs: dict[str, str] = {}       # trial id -> run id
         self._last_step: dict[str, int] = {}  # trial id -> last step logged
+        self._nodes: dict[str, str] = {}      # trial id -> the Ray node it last ran on
 
     @property
     def uri(self) -> str:
@@ -236,8 +241,10 @@ class ChildRunLogger(Callback):
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # this epoch was logged before the trial was restored
         log_metrics(self.client, run_id, numeric_metrics(result), step)
-        if result.get("node_id"):
-            self.client.set_tag(run_id, "ray.node_id", result["node_id"])
+        node = result.get("node_id")
+        if node and self._nodes.get(trial.trial_id) != node:  # once per trial, again if it moved (a restart)
+            self.client.set_tag(run_id, "ray.node_id", node)
+            self._nodes[trial.trial_id] = node
         self._last_step[trial.trial_id] = step
 
     def on_trial_complete(self, iteration, trials, trial, **info):

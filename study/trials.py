@@ -7,7 +7,7 @@ the child runs of the study's parent run.
 from __future__ import annotations
 
 from study.robustness import objective_metric
-from study.tracking import PARENT_TAG
+from study.tracking import PARENT_TAG, TRIAL_TAG
 
 
 def _value(text: str):
@@ -22,7 +22,7 @@ def _value(text: str):
 def load_trials(client, experiment: str, parent: str) -> list[dict]:
     """Every child run of `parent`."""
     runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=5000)
-    return [dict(run_id=r.info.run_id, name=r.info.run_name, status=r.info.status,
+    return [dict(run_id=r.info.run_id, name=r.info.run_name, status=r.info.status, trial_id=r.data.tags.get(TRIAL_TAG),
                  params={k: _value(v) for k, v in r.data.params.items()}, raw_params=dict(r.data.params),
                  metrics=dict(r.data.metrics), failure=r.data.tags.get("failure_reason")) for r in runs]
 
@@ -32,6 +32,15 @@ def rank_trials(trials: list[dict], objective: str) -> list[dict]:
     key = objective_metric(objective)
     done = [t for t in trials if t["status"] == "FINISHED" and key in t["metrics"]]
     return sorted(done, key=lambda t: -t["metrics"][key])
+
+
+def best_trial(trials: list[dict], objective: str) -> dict | None:
+    """The trial a study hands on as its answer (study.export; the one its report names best), or None when no
+    trial finished: the best by the study's objective, which is measured on the selection split. Not the best
+    on the report split, whose figures the export carries: choosing on them would spend the report sentences
+    on selection, and the figures quoted for the choice would be biased upwards."""
+    ranked = rank_trials(trials, objective)
+    return ranked[0] if ranked else None
 
 
 def finished_baseline(trials: list[dict]) -> dict | None:

@@ -26,8 +26,9 @@ REPLICATION_EXPERIMENT = "replicate"  # ray/replicate: its replication
 # The classic reporter shows one live table with the columns we choose (r, epsilon, epoch, objective).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-# one checkpoint per epoch is what we want; Ray warns about it on every short epoch
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's CSV and TensorBoard loggers would write every scalar again on the driver; MLflow is the record, and
+# the one JSON logger `_run_config` adds keeps result.json, from which Ray's ResultGrid reads trial histories
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 METRIC_COLUMNS = {"epoch": "epoch", "objective.robust": "robust", "objective.clean": "clean", "train.loss": "loss"}
 
@@ -49,9 +50,10 @@ def base_trial_config(settings: dict, space) -> TrialConfig:
 
 
 def trial_param_space(settings: dict, space) -> dict:
-    """Ray's param space: the space's domains for the searched keys, the base configuration for the rest."""
+    """Ray's param space: the base configuration for the keys the space does not search (the searcher proposes
+    the others: a searched key it leaves out, as FGSM leaves out the steps, runs at its TrialConfig default)."""
     base = base_trial_config(settings, space).to_dict()
-    return {**space.to_tune_domains(), **{k: v for k, v in base.items() if k not in space.space}}
+    return {k: v for k, v in base.items() if k not in space.space}
 
 
 def progress_columns(keys) -> dict[str, str]:
@@ -120,21 +122,22 @@ def restore_rung_records(scheduler, records: list[list[dict]]) -> None:
             recorded.update(values)
 
 
-def make_searcher(settings: dict, space, scheduler=None):
-    """Optuna's TPE (multivariate; constant liar, so trials running at once are proposed apart) behind Ray's
-    OptunaSearch, told the r = 0 baseline first, at most `max_concurrent` trials at once."""
+def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | None = None):
+    """Optuna's TPE (multivariate, grouped for conditional keys; constant liar, so trials running at once are
+    proposed apart) behind Ray's OptunaSearch over the space's define-by-run function, told the r = 0 baseline
+    first, at most `max_concurrent` trials at once."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # multivariate and constant_liar are marked experimental in Optuna; their notice says nothing actionable
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    baseline = space.baseline_point(DEFAULTS)
+    points = points or [space.baseline_point(DEFAULTS)]  # what is proposed first: the baseline, unless told
     sampler = optuna.samplers.TPESampler(seed=settings["seed"], n_startup_trials=startup_trials(
-        settings["num_samples"]), multivariate=True, constant_liar=True)
-    common = dict(sampler=sampler, points_to_evaluate=[baseline], study_epochs=settings["epochs"],
-                  scheduler=scheduler)
+        settings["num_samples"]), multivariate=True, group=True, constant_liar=True)
+    common = dict(space=space.define_by_run, sampler=sampler, points_to_evaluate=points,
+                  study_epochs=settings["epochs"], scheduler=scheduler)
     if settings["objective"] == "pareto":
         searcher = StudyOptunaSearch(metric=list(PARETO_METRICS), mode=["max", "max"], **common)
     else:
-        searcher = StudyOptunaSearch(**common)
+        searcher = StudyOptunaSearch(metric=objective_metric(settings["objective"]), mode="max", **common)
     return ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"])
 
 
@@ -163,14 +166,15 @@ def make_scheduler(settings: dict, space):
 
 
 # ----------------------------------------------------------------------------- tuners
-def _run_config(name: str, storage: str, callback, parameter_columns: dict, max_failures: int,
-                checkpoint_config=None):
+def _run_config(name: str, storage: str, callback, parameter_columns: dict, max_failures: int):
     from ray import tune
 
     reporter = tune.CLIReporter(parameter_columns=parameter_columns, metric_columns=METRIC_COLUMNS,
                                 max_report_frequency=30, sort_by_metric=True)
-    return tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
-                          progress_reporter=reporter, verbose=1, checkpoint_config=checkpoint_config,
+    from ray.tune.logger import JsonLoggerCallback
+
+    return tune.RunConfig(name=name, storage_path=storage, callbacks=[JsonLoggerCallback(), callback],
+                          progress_reporter=reporter, verbose=1,
                           # a crashed worker resumes from its checkpoint
                           failure_config=tune.FailureConfig(max_failures=max_failures))
 
@@ -203,8 +207,8 @@ def study_tuner(settings: dict, study_dir: Path, callback):
                                   scheduler=scheduler, num_samples=settings["num_samples"],
                                   trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
     columns = progress_columns([*space.space, "method"])
-    run_config = _run_config(STUDY_EXPERIMENT, storage, callback, columns, max_failures=2,
-                             checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    # no Tune retention (it would force an experiment snapshot per checkpoint): the trainable keeps its newest two
+    run_config = _run_config(STUDY_EXPERIMENT, storage, callback, columns, max_failures=2)
     return tune.Tuner(trainable, param_space=trial_param_space(settings, space), tune_config=tune_config,
                       run_config=run_config)
 

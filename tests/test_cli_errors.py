@@ -32,6 +32,53 @@ def _a_study(tmp: Path) -> Path:
     return folder
 
 
+_UNFINISHED_STUDY: list[Path] = []  # built once per session, copied per test
+
+
+def _a_study_without_finished_trials(tmp: Path) -> Path:
+    """A study folder whose embedded MLflow store holds the parent run and one trial that failed."""
+    import json
+    import shutil
+    import tempfile
+
+    if not _UNFINISHED_STUDY:
+        import atexit
+
+        from mlflow import MlflowClient
+
+        folder = Path(tempfile.mkdtemp(prefix="unfinished-study-")) / "study"
+        atexit.register(shutil.rmtree, folder.parent, True)
+        folder.mkdir()
+        client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+        experiment = client.create_experiment("xling-robust", artifact_location=(folder / "mlartifacts").as_uri())
+        parent = client.create_run(experiment, run_name="hybrid_ratio study").info.run_id
+        child = client.create_run(experiment, run_name="abc12345 r=0.50 eps=0.1",
+                                  tags={"mlflow.parentRunId": parent, "ray.trial_id": "abc12345"}).info.run_id
+        client.log_param(child, "ratio", "0.5")
+        client.set_terminated(child, status="FAILED")
+        settings = {"space": "hybrid_ratio", "objective": "robust", "model": "multilingual-e5-small",
+                    "eval": {"langs": ["swh"]}}
+        (folder / "study.json").write_text(json.dumps({"settings": settings, "parent_run_id": parent,
+                                                       "experiment_id": experiment, "tracking": {"embedded": True}}))
+        _UNFINISHED_STUDY.append(folder)
+    shutil.copytree(_UNFINISHED_STUDY[0], tmp / "unfinished")
+    return tmp / "unfinished"
+
+
+def _non_empty_dir(tmp: Path) -> Path:
+    (tmp / "taken").mkdir()
+    (tmp / "taken" / "something.txt").write_text("already here")
+    return tmp / "taken"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _not_a_study(tmp: Path) -> Path:
     (tmp / "not_a_study").mkdir()
     return tmp / "not_a_study"
@@ -106,6 +153,16 @@ CASES = [
     ("report from an unreachable server", lambda t: ["study.report", str(_a_study(t)), "--tracking-uri",
                                                      "http://user:secret@127.0.0.1:9"], "unreachable"),
     ("replicate of a non-study", lambda t: ["study.replicate", str(_not_a_study(t))], "not a study directory"),
+    ("export of a study with no finished trial", lambda t: ["study.export", str(_a_study_without_finished_trials(t))],
+     "no finished trial"),
+    ("export of an unknown trial", lambda t: ["study.export", str(_a_study_without_finished_trials(t)), "--trial",
+                                              "nope1234"], "no trial 'nope1234'"),
+    ("export into a non-empty folder", lambda t: ["study.export", str(_a_study(t)), "--out", str(_non_empty_dir(t))],
+     "exists and is not empty"),
+    ("export to an unreachable registry", lambda t: ["study.export", str(_a_study(t)), "--register", "m",
+                                                     "--tracking-uri", f"http://127.0.0.1:{_free_port()}"],
+     "unreachable"),
+    ("export of a non-study", lambda t: ["study.export", str(_not_a_study(t))], "not a study directory"),
 ]
 
 

@@ -227,7 +227,7 @@ def test_a_study_on_nodes_that_share_no_disk_keeps_everything_in_the_bucket(shar
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.tags["ray.node_id"] == worker, "trials ran on the worker node"
-        for key in ("epoch", "objective.robust", "acc.swh.clean"):
+        for key in ("epoch", "objective.robust", "selection.acc.swh.clean"):
             assert metric_steps(client, child.info.run_id, key) == [1, 2], key  # no gap, no duplicate
     assert sorted(c.data.tags["ray.num_failures"] for c in children) == ["0", "1"], "one trial was killed"
     assert (study_dir / "report" / "summary.md").is_file()
@@ -308,7 +308,7 @@ def test_an_interrupted_study_on_a_postgresql_server_is_killed_then_resumed(mlfl
     assert len(children) == 3 and len({c.data.tags["ray.trial_id"] for c in children}) == 3
     assert {c.info.status for c in children} == {"FINISHED"}
     for child in children:
-        assert "objective.robust" in child.data.metrics and "acc.swh.attacked_eps0.2" in child.data.metrics
+        assert "objective.robust" in child.data.metrics and "selection.acc.swh.attacked_eps0.2" in child.data.metrics
     assert "report/summary.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
     import sqlalchemy  # the rows really are in PostgreSQL
@@ -322,6 +322,26 @@ def test_an_interrupted_study_on_a_postgresql_server_is_killed_then_resumed(mlfl
     result = run_cli("study.report", str(study_dir), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (study_dir / "report" / "summary.md").is_file() and not (study_dir / "mlflow.db").exists()
+    # issue 16: the best trial exported and registered on the PostgreSQL-backed server, loaded back by alias
+    exported = run_cli("study.export", str(study_dir), "--register", "xling-pg", env=env)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias("xling-pg", "best")
+        predicted = mlflow.pyfunc.load_model("models:/xling-pg@best").predict(["Habari ya asubuhi.", "Good morning."])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert version.tags["study"] == study_dir.name and version.run_id in {c.info.run_id for c in children}
+    assert predicted.shape == (2, 384) and abs(float((predicted[0] ** 2).sum()) - 1) < 1e-4
+    engine = sqlalchemy.create_engine(postgres_uri)
+    with engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("select count(*) from model_versions")).scalar() == 1
+    engine.dispose()
+
     leaked = [str(p) for p in study_dir.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert not leaked, f"the password reached the disk: {leaked}"
     assert secret not in log.read_text() + result.stdout + result.stderr
+    assert secret not in exported.stdout + exported.stderr

@@ -60,6 +60,22 @@ def test_load_tatoeba_max_pairs_keeps_the_first_pairs(data_dir):
     assert len(load_tatoeba("swh", data_dir, max_pairs=10**6)) == len(full)
 
 
+@pytest.mark.parametrize("lang", ["swh", "deu", "kab"])
+def test_selection_and_report_splits_are_disjoint_halves_fixed_per_language(data_dir, lang):
+    every = load_tatoeba(lang, data_dir)
+    selection, report = load_tatoeba(lang, data_dir, split="selection"), load_tatoeba(lang, data_dir, split="report")
+    pairs = lambda ds: list(zip(ds["source"], ds["english"]))  # noqa: E731
+    assert len(selection) == len(every) // 2 and len(selection) + len(report) == len(every)
+    assert sorted(pairs(selection) + pairs(report)) == sorted(pairs(every)), "together: every pair, once"
+    positions = {pair: i for i, pair in enumerate(pairs(every))}
+    for half in (selection, report):  # each in file order, so --max-sentences takes a split's first pairs
+        assert [positions[p] for p in pairs(half)] == sorted(positions[p] for p in pairs(half))
+    assert pairs(load_tatoeba(lang, data_dir, 8, split="report")) == pairs(report)[:8]
+    assert pairs(load_tatoeba(lang, data_dir, split="selection")) == pairs(selection), "deterministic"
+    with pytest.raises(DataError, match="unknown Tatoeba split"):
+        load_tatoeba(lang, data_dir, split="test")
+
+
 def test_load_tatoeba_unknown_code_names_it(data_dir):
     with pytest.raises(DataError, match="'xyz'"):
         load_tatoeba("xyz", data_dir)

@@ -63,7 +63,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     (child,) = children
     assert child.info.status == "FINISHED"
     assert child.data.tags["ray.num_failures"] == "1"
-    for key in ("epoch", "objective.robust", "acc.swh.clean", "train.loss"):
+    for key in ("epoch", "objective.robust", "selection.acc.swh.clean", "train.loss"):
         assert metric_steps(client, child.info.run_id, key) == [1, 2, 3, 4], key  # no gap, no duplicate
     assert [m.value for m in sorted(client.get_metric_history(child.info.run_id, "epoch"),
                                     key=lambda m: m.step)] == [1, 2, 3, 4]
@@ -125,7 +125,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_others_finish(tmp_path, m
     by_status = {r.info.status: r for r in runs}
     assert sorted(by_status) == ["FAILED", "FINISHED"]
     assert "TrainingDiverged: training loss became nan" in by_status["FAILED"].data.tags["failure_reason"]
-    assert 0.0 <= by_status["FINISHED"].data.metrics["acc.swh.clean"] <= 1.0
+    assert 0.0 <= by_status["FINISHED"].data.metrics["report.acc.swh.clean"] <= 1.0
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,14 @@ from scipy import stats as sps
 from study.stats import (
     Interval,
     bootstrap_accuracy_difference,
-    combined_interval,
     format_interval,
     holm_significant,
     mark,
+    minimum_detectable_effect,
     p_value_from_t,
     paired_difference,
     seed_interval,
+    seed_sentence_interval,
     spearman_with_interval,
 )
 
@@ -54,25 +55,26 @@ def test_seed_interval_single_seed_is_flagged():
 
 def test_interval_as_dict():
     d = Interval(0.1, 0.05, 0.15, 0.02, 4).as_dict()
-    assert d == {"mean": 0.1, "low": 0.05, "high": 0.15, "std": 0.02, "n": 4, "excludes_zero": True}
+    assert d == {"mean": 0.1, "low": 0.05, "high": 0.15, "std": 0.02, "n": 4, "se": None, "df": None, "p": None,
+                 "note": "", "excludes_zero": True}
 
 
 # --- paired differences over seeds ------------------------------------------------------------------------
 
 
-def test_paired_difference_constant_shift_collapses():
+def test_paired_difference_constant_shift_is_not_an_interval():
+    """Seeds that all differ by the same amount give no estimate of the seed noise: said, not a point."""
     b = np.array([0.52, 0.61, 0.47, 0.58])
     iv = paired_difference(b + 0.1, b)
     assert iv.mean == pytest.approx(0.1)
-    assert iv.low == pytest.approx(0.1) and iv.high == pytest.approx(0.1)
-    assert iv.std == pytest.approx(0.0, abs=1e-12)
-    assert iv.excludes_zero
+    assert iv.flagged and iv.note == "no variation across seeds" and not iv.excludes_zero
+    assert format_interval(iv) == "+10.0 (no interval: no variation across seeds)"
 
 
-def test_paired_difference_identical_is_zero():
+def test_paired_difference_identical_is_zero_and_flagged():
     a = [0.52, 0.61, 0.47, 0.58]
     iv = paired_difference(a, a)
-    assert (iv.mean, iv.low, iv.high) == (0.0, 0.0, 0.0)
+    assert iv.mean == 0.0 and iv.flagged
     assert not iv.excludes_zero
 
 
@@ -138,37 +140,71 @@ def test_bootstrap_rejects_mismatched_hits():
 # --- seeds and sentences together -------------------------------------------------------------------------
 
 
-def _hits(rng, accuracies, n):
-    return (rng.random((len(accuracies), n)) < np.asarray(accuracies)[:, None]).astype(int)
+def test_seed_sentence_interval_by_hand():
+    """A 2 x 3 table worked out with the two-way mean squares, and the Satterthwaite df."""
+    d = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    n, sentences = d.shape
+    per_seed = d.mean(1)  # 2/3, 1/3
+    seed_part = per_seed.var(ddof=1) / n
+    sentence_means = d.mean(0)  # 0.5, 0, 1
+    ms_sentence = n * sentence_means.var(ddof=1)
+    residual = d - d.mean(1)[:, None] - sentence_means[None, :] + d.mean()
+    ms_residual = (residual**2).sum() / ((n - 1) * (sentences - 1))
+    sentence_part = (ms_sentence - ms_residual) / (n * sentences)
+    se = math.sqrt(seed_part + sentence_part)
+    df = (seed_part + sentence_part) ** 2 / (seed_part**2 / (n - 1) + sentence_part**2 / (sentences - 1))
+    iv = seed_sentence_interval([d])
+    assert iv.mean == pytest.approx(0.5) and iv.se == pytest.approx(se) and iv.df == pytest.approx(df)
+    assert iv.high - iv.mean == pytest.approx(sps.t.ppf(0.975, df) * se)
+    assert iv.p == pytest.approx(2 * sps.t.sf(0.5 / se, df))
 
 
-def test_combined_is_wider_than_sentence_only_when_seeds_vary():
-    rng = np.random.default_rng(11)
-    a = _hits(rng, [0.50, 0.70, 0.58, 0.66, 0.54], 1000)  # strong seed-to-seed spread
-    b = _hits(rng, [0.50, 0.51, 0.49, 0.50, 0.50], 1000)
-    both = combined_interval(a, b, seed=0)
-    sentences_only = bootstrap_accuracy_difference(a.mean(0), b.mean(0), seed=0)
-    assert both.mean == pytest.approx(a.mean() - b.mean())
-    assert both.mean == pytest.approx(sentences_only.mean)
-    assert both.high - both.low >= sentences_only.high - sentences_only.low
-    assert both.n == 5
-    assert combined_interval(a, b, seed=0) == both  # deterministic
+def test_seed_sentence_interval_says_when_it_cannot_be_estimated():
+    one_seed = seed_sentence_interval([np.array([[1.0, 0.0, 1.0]])])
+    assert one_seed.flagged and one_seed.note == "one seed" and not one_seed.excludes_zero
+    identical = seed_sentence_interval([np.zeros((3, 32))])  # every sentence agrees in every seed
+    assert identical.flagged and "no variation" in identical.note
+    assert format_interval(identical) == "+0.0 (no interval: no variation in any seed or sentence)"
+    with pytest.raises(ValueError):
+        seed_sentence_interval([np.zeros((3, 4)), np.zeros((2, 4))])  # different seeds
 
 
-def test_combined_with_one_seed_is_the_sentence_bootstrap():
-    rng = np.random.default_rng(12)
-    a, b = _hits(rng, [0.6], 1000), _hits(rng, [0.5], 1000)
-    both, sentences_only = combined_interval(a, b), bootstrap_accuracy_difference(a[0], b[0])
-    assert both.mean == pytest.approx(sentences_only.mean)
-    assert both.high - both.low == pytest.approx(sentences_only.high - sentences_only.low, rel=0.15)
+def test_two_agreeing_seeds_do_not_give_a_zero_width_interval():
+    """The case seen in a real run: two seeds with the same group mean gave "+6.7 [+6.7, +6.7]"."""
+    d = np.array([[1.0, 0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0, 0.0]])  # both seeds: +0.4
+    iv = seed_sentence_interval([d])
+    assert iv.mean == pytest.approx(0.4) and iv.high - iv.low > 0.1
 
 
-def test_combined_unpaired_against_single_baseline():
-    rng = np.random.default_rng(13)
-    a, b = _hits(rng, [0.6, 0.65, 0.62], 800), _hits(rng, [0.3], 800)  # e.g. the untrained encoder
-    iv = combined_interval(a, b)
-    assert iv.mean == pytest.approx(a.mean() - b.mean())
-    assert iv.low < iv.mean < iv.high and iv.excludes_zero
+def _null_tables(rng, seeds, sentences, seed_sd, languages):
+    """Two systems trained alike (the null), each seed its own model-wide effect, shared sentence difficulty."""
+    effect_a, effect_b = rng.normal(0, seed_sd, seeds), rng.normal(0, seed_sd, seeds)
+    tables = []
+    for _ in range(languages):
+        difficulty = rng.normal(1.0, 1.5, sentences)
+        hits = [rng.random((seeds, sentences)) < 1 / (1 + np.exp(-(difficulty[None, :] + e[:, None])))
+                for e in (effect_a, effect_b)]
+        tables.append(hits[0].astype(float) - hits[1])
+    return tables
+
+
+@pytest.mark.parametrize("seeds, sentences, seed_sd, languages", [
+    (3, 400, 1.0, 1),   # seed noise dominates (the regime where the bootstrap covered 80%)
+    (3, 400, 0.0, 1),   # sentence and residual noise only
+    (5, 48, 0.3, 6),    # a group of six languages at the CPU budget's size
+])
+def test_seed_sentence_interval_covers_the_null_at_its_nominal_level(seeds, sentences, seed_sd, languages):
+    rng = np.random.default_rng(2026)
+    reps = 1500
+    covered = sum(iv.low <= 0 <= iv.high for iv in (seed_sentence_interval(_null_tables(
+        rng, seeds, sentences, seed_sd, languages)) for _ in range(reps)))
+    assert covered / reps >= 0.93, f"coverage {covered / reps:.3f} at nominal 0.95"
+
+
+def test_minimum_detectable_effect():
+    iv = Interval(0.0, -0.1, 0.1, 0.05, 5, se=0.02, df=10.0)
+    assert minimum_detectable_effect(iv) == pytest.approx((sps.t.ppf(0.975, 10) + sps.t.ppf(0.8, 10)) * 0.02)
+    assert math.isnan(minimum_detectable_effect(seed_interval([0.3])))
 
 
 # --- Spearman over languages ------------------------------------------------------------------------------
@@ -240,5 +276,5 @@ def test_mark_and_format():
     assert mark(across) == "*"
     assert format_interval(Interval(0.0, -0.0004, 0.0004, 0.0, 5)) == "+0.0 [-0.0, +0.0]"
     assert mark(Interval(0.01, -0.02, 0.04, 0.01, 5)) == ""
-    assert format_interval(seed_interval([0.25])) == "+25.0 (n=1)"
+    assert format_interval(seed_interval([0.25])) == "+25.0 (no interval: one seed)"
     assert format_interval(Interval(math.nan, math.nan, math.nan, math.nan, 0)) == "nan"

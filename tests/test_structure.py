@@ -22,7 +22,7 @@ from study.errors import ConfigError
 from trainables.config import DEFAULTS, KEYS, SEARCHABLE, TrialConfig, rule_of
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = {"run", "replicate", "report", "evaluate", "bench"}  # python -m study.<name>; none imports another
+COMMANDS = {"run", "replicate", "report", "evaluate", "bench", "export"}  # python -m study.<name>; none imports another
 PACKAGES = ("study", "trainables", "search_spaces")
 
 

@@ -19,18 +19,41 @@ def test_space_validates_and_samples_inside_bounds(name):
     import optuna
 
     space = load_space(name)
-    tune_space = space.to_tune_domains()
-    for key, spec in space.space.items():
-        domain = tune_space[key]
-        for _ in range(20):
-            value = domain.sample()
-            if isinstance(spec, Choice):
-                assert value in spec.options
-            else:
-                assert spec.low <= value <= spec.high, (key, value)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):  # the define-by-run function, as OptunaSearch calls it
+        trial = study.ask()
+        space.define_by_run(trial)
+        assert set(trial.params) == set(space.active(trial.params))
+        for key, value in trial.params.items():
+            spec = space.space[key]
+            assert value in spec.options if isinstance(spec, Choice) else spec.low <= value <= spec.high, (key, value)
+        study.tell(trial, 0.0)
     baseline = space.baseline_point()
-    assert baseline["ratio"] == 0.0 and set(baseline) == set(space.space)
-    assert optuna  # OptunaSearch consumes these domains in the study tests below
+    assert baseline["ratio"] == 0.0 and set(baseline) == set(space.active(baseline))
+    assert {"epsilon", "method"} <= {*space.space, *space.fixed} or name == "hybrid_ratio"
+
+
+def test_the_attack_space_samples_steps_and_step_size_only_for_the_methods_that_step(tmp_path):
+    """Issue 14: FGSM ignores K and alpha/epsilon, so its trials must not spend search dimensions on them."""
+    from study.tuning import make_searcher, trial_param_space
+
+    space = load_space("attack")
+    settings = dict(seed=0, num_samples=40, epochs=1, objective="robust", max_concurrent=40)
+    limiter = make_searcher(settings, space)
+    configs = [limiter.suggest(f"t{i}") for i in range(40)]
+    assert configs[0] == space.baseline_point(), "the r = 0 baseline comes first, as enqueued"
+    methods = {c["method"] for c in configs}
+    assert methods == {"pgd", "fgsm", "freelb"}
+    for config in configs:
+        stepping = config["method"] != "fgsm"
+        assert ("attack_steps" in config) == stepping and ("step_ratio" in config) == stepping, config
+    fgsm = [t for t in limiter.searcher._ot_study.trials if t.params.get("method") == "fgsm"]
+    assert fgsm and all(set(t.distributions) == {"ratio", "epsilon", "method"} for t in fgsm)
+    # a trial left without the steps runs them at TrialConfig's default; the param space holds no search domain
+    assert not {"attack_steps", "step_ratio", "method"} & set(trial_param_space(
+        dict(settings, model="m", data_dir=None, eval={"langs": ["swh"]}, batch_size=8, max_train_pairs=8,
+             method=None), space))
+    limiter.save(str(tmp_path / "searcher.pkl"))  # Tune pickles the searcher, define-by-run space included
 
 
 @pytest.mark.parametrize("space, message", [
@@ -74,16 +97,23 @@ def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
     for child in children:
         assert child.info.status == "FINISHED"
         for lang in langs:
-            for figure in ("clean", "l2e", "e2l", "attacked_eps0.05", "attacked_eps0.2", "noise_eps0.05",
-                           "typo_p0.1", "robust"):
-                history = client.get_metric_history(child.info.run_id, f"acc.{lang}.{figure}")
-                assert [m.step for m in history] == [1], (lang, figure)
-                assert 0.0 <= history[0].value <= 1.0
-        assert "group.low.robust" in child.data.metrics and "en.stsb_spearman" in child.data.metrics
+            # the selection split every epoch (what the objective saw), the report split at the last one
+            for split in ("selection", "report"):
+                for figure in ("clean", "l2e", "e2l", "attacked_eps0.05", "attacked_eps0.2", "noise_eps0.05",
+                               "typo_p0.1", "robust"):
+                    history = client.get_metric_history(child.info.run_id, f"{split}.acc.{lang}.{figure}")
+                    assert [m.step for m in history] == [1], (split, lang, figure)
+                    assert 0.0 <= history[0].value <= 1.0
+        metrics = child.data.metrics
+        assert metrics["objective.robust"] == metrics["selection.group.low.robust"], "the search sees selection"
+        assert "report.group.low.robust" in metrics and "en.stsb_spearman" in metrics
     # trained trials moved away from the untrained encoder, and the attack hurt
     reference = json.loads((study_dir / "reference.json").read_text())["metrics"]
     assert any(abs(c.data.metrics["en.stsb_spearman"] - reference["en.stsb_spearman"]) > 1e-6 for c in children)
-    assert reference["group.low.robust"] < reference["group.low.l2e"]
+    for split in ("selection", "report"):
+        assert reference[f"{split}.group.low.robust"] < reference[f"{split}.group.low.l2e"]
+    summary = (study_dir / "report" / "summary.md").read_text()
+    assert "on the report split" in summary
     assert "r=0 baseline" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
 
@@ -101,6 +131,73 @@ def test_report_regenerates_the_same_table(smoke_study):
     client, parent, _ = study_runs(study_dir)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/summary.md", "report/heatmap.png", "report/radius_curves.png"} <= logged
+
+
+def test_export_writes_a_sentence_transformers_model_and_registers_it(smoke_study, data_dir):
+    """Issue 16: the study's best trial as a model: SentenceTransformer(DIR) gives the project's Encoder's
+    embeddings of that trial; the registered version carries the figures and loads through models:/NAME@best."""
+    import mlflow
+    import numpy as np
+    from ray.tune import ExperimentAnalysis
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from study.data import load_tatoeba
+    from study.exporting import is_tagged_figure, project_encoder
+    from study.models import resolve_model
+    from study.tracking import default_tracking_uri
+
+    study_dir, _ = smoke_study
+    result = run_cli("study.export", str(study_dir), "--register", "xling-smoke")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent, children = study_runs(study_dir)
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    (out,) = [p for p in (study_dir / "export").iterdir() if p.is_dir()]
+    record = json.loads((out / "export.json").read_text())
+    best = next(c for c in finished if c.info.run_id == record["run_id"])
+    trial_id = best.data.tags["ray.trial_id"]
+    assert record["trial"] == trial_id and out.name == trial_id
+    # best = the trial the report names: by the objective (selection split), not by the report split it quotes
+    assert best.data.metrics["objective.robust"] == max(c.data.metrics["objective.robust"] for c in finished)
+    assert f"exported to {out}" in result.stdout
+
+    # offline, as a user loads it, against the project's Encoder with the trial's checkpoint weights
+    model = SentenceTransformer(str(out), device="cpu", local_files_only=True)
+    assert model.default_prompt_name == "query" and model.prompts["query"] == "query: "
+    trial = next(t for t in ExperimentAnalysis(str(study_dir / "ray" / "tune")).trials if t.trial_id == trial_id)
+    with trial.checkpoint.as_directory() as folder:
+        weights = load_file(f"{folder}/trainable_weights.safetensors")
+    max_len = int(best.data.params["max_seq_len"])
+    encoder = project_encoder(resolve_model(None), weights, max_len)
+    sentences = [s for lang in ("swh", "uig", "deu") for s in load_tatoeba(lang, data_dir, 8)["source"]]
+    sentences.append("a long sentence " * 60)  # longer than max_seq_len: both truncate alike
+    cosine = (model.encode(sentences, convert_to_tensor=True) * encoder.embed(sentences)).sum(1)
+    print(f"\nexported model vs Encoder: min cosine {cosine.min().item():.6f} over {len(sentences)} sentences")
+    assert cosine.min().item() >= 0.9999
+
+    # the registry: a version under the trial's run, with its figures, the alias best, loadable as pyfunc
+    version = client.get_model_version_by_alias("xling-smoke", "best")
+    assert version.run_id == best.info.run_id
+    tags = version.tags
+    assert tags["study"] == study_dir.name and tags["trial"] == trial_id and tags["method"] == "pgd"
+    assert float(tags["ratio"]) == float(best.data.params["ratio"])
+    assert float(tags["epsilon"]) == float(best.data.params["epsilon"])
+    figures = {k: v for k, v in best.data.metrics.items() if is_tagged_figure(k)}
+    for lang in ("swh", "uig", "deu"):  # clean and robust accuracy per language, on each split measured
+        assert {f for f in figures if f.endswith((f"acc.{lang}.clean", f"acc.{lang}.robust"))}, lang
+    for name, value in figures.items():
+        assert float(tags[name]) == pytest.approx(value, abs=1e-4), name
+    print("registered version tags:", json.dumps(dict(sorted(tags.items()))))
+    assert client.get_run(best.info.run_id).data.tags["registered_model"] == f"xling-smoke/{version.version}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(default_tracking_uri(study_dir))  # the study's embedded store
+    try:
+        pyfunc = mlflow.pyfunc.load_model("models:/xling-smoke@best")
+        predicted = np.asarray(pyfunc.predict(sentences[:3]))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert predicted.shape == (3, 384)
+    assert (predicted * model.encode(sentences[:3])).sum(1).min() >= 0.9999
 
 
 def test_pareto_study_returns_a_non_dominated_set(tmp_path):
@@ -121,7 +218,8 @@ def test_pareto_study_returns_a_non_dominated_set(tmp_path):
 
 def test_replicate_produces_the_findings_report(smoke_study):
     study_dir, _ = smoke_study
-    result = run_cli("study.replicate", str(study_dir), "--top", "1", "--seeds", "2", timeout=900)
+    result = run_cli("study.replicate", str(study_dir), "--top", "1", "--seeds", "2", "--register", "xling-replicated",
+                     timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     out = study_dir / "replication"
     for name in ("findings.md", "analysis.json", "distance.json", "distance.png", "robustness_curves.png"):
@@ -140,6 +238,14 @@ def test_replicate_produces_the_findings_report(smoke_study):
     assert set(analysis) == {"baseline", "best1"}
     entry = analysis["best1"]["group:low|robust"]["vs_baseline"]
     assert entry["low"] <= entry["mean"] <= entry["high"]
+    # issue 16: the best configuration as a model; the findings and the registered version name each other
+    assert (out / "model" / "modules.json").is_file() and "## The model" in findings
+    version = client.get_model_version_by_alias("xling-replicated", "best")
+    assert f"`xling-replicated` version {version.version}" in findings
+    assert version.tags["replication_run"] == replication.info.run_id and version.tags["replica"] == "best1"
+    assert version.tags["findings"] == f"runs:/{replication.info.run_id}/findings/findings.md"
+    assert version.run_id in {r.info.run_id for r in replicas}
+    assert replication.data.tags["registered_model"] == f"xling-replicated/{version.version}"
 
 
 # ----------------------------------------------------------------------------- early stopping and the searcher
@@ -151,7 +257,6 @@ def _searcher_and_scheduler(space_name: str = "full"):
     scheduler = make_scheduler(settings, space)
     scheduler.set_search_properties("objective.robust", "max")
     limiter = make_searcher(settings, space, scheduler)
-    limiter.set_search_properties("objective.robust", "max", space.to_tune_domains())
     return limiter, scheduler
 
 

@@ -7,6 +7,7 @@ under two minutes; every check is exact or has a margin measured on the real mod
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -313,3 +314,194 @@ def test_trainer_refuses_unknown_and_out_of_range_keys(model_dir, data_dir):
         HybridTrainer(_trainer_config(model_dir, data_dir, lerning_rate=1e-4))
     with pytest.raises(ConfigError, match="key 'ratio': 1.5 outside"):
         HybridTrainer(_trainer_config(model_dir, data_dir) | dict(ratio=1.5))
+
+
+# ----------------------------------------------------------------------------- issue 14: bugs and new methods
+@pytest.mark.parametrize("method", ["pgd", "fgsm", "freelb", "rs-rp"])
+def test_adversarial_sentences_train_the_word_embedding_table_for_every_method(scratch, batches, method):
+    """With a trainable table, the adversarial sentences' loss reaches the rows of their tokens (FreeLB and rs-rp
+    used to train on detached word vectors: rows only the adversarial sentences use got no gradient)."""
+    model, batch, loss_fn = scratch.model.eval(), batches[0], InBatchContrastiveLoss()
+    table = model.get_input_embeddings().weight
+    clean, adv = choose_adversarial(N, 0.5, torch.Generator().manual_seed(7))
+    seen_clean = {t for i in clean for t in batch.anchors[i]} | {t for ids in batch.positives for t in ids}
+    adversarial_only = sorted({t for i in adv for t in batch.anchors[i]} - seen_clean)
+    assert len(adversarial_only) >= 2
+    model.zero_grad(set_to_none=True)
+    table.requires_grad_(True)
+    try:
+        attack = make_attack(method, 0.1, steps=2, samples=2, generator=torch.Generator().manual_seed(0))
+        hybrid_step(model, batch, loss_fn, attack=attack, ratio=0.5, generator=torch.Generator().manual_seed(7),
+                    pad_id=scratch.pad_id)
+        rows = table.grad[adversarial_only].norm(dim=1)
+    finally:
+        table.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
+    assert (rows > 0).all(), f"{int((rows == 0).sum())} of {len(rows)} adversarial-only rows got no gradient"
+
+
+def test_special_tokens_and_prefix_stay_out_of_the_perturbation(scratch, batches, monkeypatch):
+    """perturb_special=False (the default): [CLS], [SEP] and the "query: " prefix are never moved, in training
+    (hybrid_step with the encoder's perturbable_mask) and in the evaluation attack and noise."""
+    from study import robustness
+    from trainables.config import DEFAULTS
+
+    assert DEFAULTS.perturb_special is False and robustness.EvalConfig().perturb_special is False
+    model, loss_fn = scratch.model.eval(), InBatchContrastiveLoss()
+    moved = []
+
+    class RecordingPGD(PGD):
+        def forward(self, inputs, mask, loss_fn):
+            out = super().forward(inputs, mask, loss_fn)
+            moved.append(((out - inputs).norm(dim=-1) > 0, mask))
+            return out
+
+    ids = sorted(batches[0].anchors[:4], key=len)  # the evaluation batches by length: keep the rows in order
+    input_ids, attention = pad_batch(ids, scratch.pad_id, "cpu")
+    lengths = attention.sum(1)
+    fixed = torch.zeros_like(attention, dtype=torch.bool)
+    fixed[:, :4] = True  # [CLS] '▁que' 'ry' ':'
+    fixed[torch.arange(len(ids)), lengths - 1] = True  # [SEP]
+    words = attention.bool() & ~fixed
+
+    def check(changed, everything: bool):
+        assert not changed[~attention.bool()].any(), "padding moved"
+        assert changed[words].all(), "every word token moves"
+        assert changed[fixed].all() if everything else not changed[fixed].any()
+
+    hybrid_step(model, PairBatch(ids, batches[0].positives[:4]), loss_fn, attack=RecordingPGD(0.1, steps=1),
+                ratio=1.0, generator=torch.Generator().manual_seed(0), pad_id=scratch.pad_id,
+                perturbable=scratch.perturbable_mask)
+    model.zero_grad(set_to_none=True)
+    check(moved.pop()[0], everything=False)
+    monkeypatch.setattr(robustness, "PGD", RecordingPGD)
+    targets = scratch.embed(token_ids=ids)
+    for special in (False, True):
+        robustness.embed_perturbed(scratch, ids, targets, 0.1, "attack", 1, torch.Generator().manual_seed(0),
+                                   perturb_special=special)
+        check(moved.pop()[0], everything=special)
+
+
+def test_trials_evaluate_at_the_same_length_as_the_untrained_reference(model_dir, data_dir):
+    """The untrained reference row (study.robustness.evaluate_model) and a trial's evaluation tokenise alike,
+    whatever the trial trains at; the training length defaults to the same constant."""
+    from study.encoding import MAX_LENGTH, Encoder
+    from trainables.config import DEFAULTS
+
+    assert DEFAULTS.max_seq_len == MAX_LENGTH
+    long_sentence = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)  # ~130 tokens
+    reference = Encoder.load(model_dir, device="cpu")  # as evaluate_model loads it
+    for overrides in ({}, {"max_seq_len": 16}):
+        trainer = HybridTrainer(_trainer_config(model_dir, data_dir) | overrides)
+        assert trainer.encoder.tokenize([long_sentence]) == reference.tokenize([long_sentence])
+        assert max(map(len, trainer.anchors)) <= trainer.cfg.max_seq_len
+    assert len(reference.tokenize([long_sentence])[0]) == MAX_LENGTH
+
+
+def test_the_paraphrase_check_counts_a_retrieved_copy_of_the_gold_sentence(encoder, data_dir):
+    """The English test pairs repeat 36 positive sentences: retrieving an identical copy of the gold is a hit
+    (argmax returns the first of identical rows, so by index the later copies could never be retrieved)."""
+    from collections import Counter
+
+    from study.robustness import paraphrase_hits, retrieval_hits
+
+    pairs = load_english_pairs("test", data_dir)
+    counts = Counter(pairs["positive"])
+    rows = [i for i, text in enumerate(pairs["positive"]) if counts[text] > 1]
+    assert sum(counts[t] - 1 for t in counts) == 36 and len(rows) == 72
+    anchors = encoder.embed([pairs["anchor"][i] for i in rows])
+    texts = [pairs["positive"][i] for i in rows]
+    positives = encoder.embed(texts)
+    later_copy = torch.tensor([texts.index(t) != j for j, t in enumerate(texts)])
+    by_index, by_text = retrieval_hits(anchors, positives), paraphrase_hits(anchors, positives, texts)
+    assert not by_index[later_copy].any(), "the bug: a later copy is never retrieved by index"
+    assert by_text[later_copy].float().mean() > 0.8
+    assert torch.equal(by_text[~later_copy], by_index[~later_copy] | by_text[~later_copy])
+
+
+def test_strong_attack_is_at_least_as_strong_as_the_cheap_one_and_stays_in_the_ball(encoder, data_dir):
+    """RestartPGD on the margin to the nearest wrong candidate (the evaluation's strong attack) against the
+    per-trial PGD-3 on the cosine to the gold, on the same 24 Swahili sentences and radius."""
+    from study.data import load_tatoeba
+    from study.robustness import embed_perturbed, margin_to_nearest_wrong, retrieval_accuracy
+    from trainables.attacks import RestartPGD
+
+    pairs = load_tatoeba("swh", data_dir, 24)
+    ids, eng = encoder.tokenize(pairs["source"]), encoder.embed(pairs["english"])
+    eps, gen = 0.1, lambda: torch.Generator().manual_seed(0)
+    cheap_queries = embed_perturbed(encoder, ids, eng, eps, "attack", 3, gen())
+    strong_queries = embed_perturbed(encoder, ids, eng, eps, "strong", 20, gen(), restarts=2)
+    cheap, strong = retrieval_accuracy(cheap_queries, eng), retrieval_accuracy(strong_queries, eng)
+    clean = retrieval_accuracy(encoder.embed(token_ids=ids), eng)
+    print(f"swh, 24 sentences, eps {eps}: clean {clean:.3f}  PGD-3 {cheap:.3f}  strong {strong:.3f}")
+    assert strong <= cheap < clean
+    # and it pushes every sentence further towards a wrong candidate, on average
+    gold = torch.arange(len(ids))
+    assert (margin_to_nearest_wrong(strong_queries, eng, gold).mean()
+            > margin_to_nearest_wrong(cheap_queries, eng, gold).mean())
+
+    model = encoder.model
+    input_ids, mask = pad_batch(ids[:8], encoder.pad_id, "cpu")
+    inputs = model.get_input_embeddings()(input_ids).detach()
+    movable = encoder.perturbable_mask(input_ids, mask)
+    seen = []
+
+    def margin(x):
+        seen.append(x.detach() - inputs)
+        return margin_to_nearest_wrong(sentence_embedding(model, mask, inputs_embeds=x), eng.clone(),
+                                       torch.arange(8))
+
+    out = RestartPGD(eps, steps=3, restarts=2, generator=gen())(inputs, mask=movable, loss_fn=margin)
+    assert len(seen) == 1 + 2 * (3 + 1), "clean point, then steps + final point per restart"
+    for delta in [*seen, out - inputs]:
+        assert delta.norm(dim=-1).max().item() <= eps + 1e-5
+        assert torch.equal(delta[~movable.bool()], torch.zeros_like(delta[~movable.bool()]))
+
+
+def test_rs_da_substitutes_synonyms_in_the_adversarial_share_and_trains(model_dir, data_dir):
+    """rs-da: one training step on real English pairs; the adversarial anchors get WordNet synonyms, the clean
+    ones are untouched, the loss is finite and the parameters receive gradients."""
+    trainer = HybridTrainer(_trainer_config(model_dir, data_dir) | dict(method="rs-da", substitution_rate=0.5))
+    batch = next(trainer.batches())
+    clean, adv = choose_adversarial(len(batch), trainer.cfg.ratio, copy.deepcopy(trainer.selection_rng))
+    sent = []
+    original_plain_step = plain_step
+
+    import trainables.hybrid as hybrid
+
+    def recording_plain_step(model, batch, *args, **kwargs):
+        sent.append(batch)
+        return original_plain_step(model, batch, *args, **kwargs)
+
+    hybrid.plain_step = recording_plain_step
+    try:
+        loss, n_adv = trainer.train_step(batch)
+    finally:
+        hybrid.plain_step = original_plain_step
+    assert math.isfinite(loss) and n_adv == len(adv) == 4
+    assert trainer.attack.substituted > 0
+    (trained,) = sent
+    assert all(trained.anchors[i] == batch.anchors[i] for i in clean)
+    assert trained.positives == batch.positives  # perturb="anchor"
+    changed = [i for i in adv if trained.anchors[i] != batch.anchors[i]]
+    assert changed, "some adversarial anchor got a synonym"
+    print("rs-da:", [(trainer.encoder.text_of(batch.anchors[i]), trainer.encoder.text_of(trained.anchors[i]))
+                     for i in changed[:2]])
+
+
+def test_rs_da_without_wordnet_is_one_line_naming_the_package(model_dir, data_dir, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from study.errors import DataError
+    from trainables.synonyms import WORDNET_DIR_ENV, load_wordnet
+
+    monkeypatch.setenv(WORDNET_DIR_ENV, str(tmp_path))
+    load_wordnet.cache_clear()
+    with pytest.raises(DataError, match="apt-get install wordnet-base"):
+        HybridTrainer(_trainer_config(model_dir, data_dir) | dict(method="rs-da"))
+    result = subprocess.run([sys.executable, "-m", "study.run", "--method", "rs-da", "--budget", "smoke",
+                             "--out", str(tmp_path / "never")], capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines[-1].startswith("error: WordNet not found"), result.stderr[-2000:]
+    assert "apt-get install wordnet-base" in lines[-1] and not (tmp_path / "never").exists()

@@ -14,9 +14,21 @@ Two attacks *train while they perturb* (`accumulates_parameter_gradients = True`
 perturbations and the caller does not run a final pass over the perturbed inputs:
   FreeLB (Zhu et al., 2020): the gradient of every ascent step is kept, the "free" adversarial training;
   RandomPerturbation (randomized smoothing, rs-rp in Huang et al., 2021): the mean loss over random draws.
+
+`mask` says which positions the attack may move: the caller passes the attention mask, or (the default of
+`TrialConfig.perturb_special` and `EvalConfig.perturb_special`) the attention mask without [CLS], [SEP] and the
+"query: " prefix (`study.encoding.Encoder.perturbable_mask`), so the budget goes to the sentence's own words.
+
+Two more, outside the embedding-space interface above:
+  RestartPGD, the strong evaluation attack: PGD with random restarts on a per-example loss (the evaluation
+    gives it a margin against the nearest wrong candidate), keeping each example's most damaging point;
+  SynonymSubstitution (rs-da, randomized smoothing by data augmentation in Huang et al., 2021): it replaces
+    words of the adversarial sentences' token ids by WordNet synonyms (`substitute`), no embeddings involved.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -163,12 +175,101 @@ class RandomPerturbation(EmbeddingAttack):
         return perturbed
 
 
-ATTACKS = {cls.name: cls for cls in (PGD, FGSM, FreeLB, RandomPerturbation)}
+class RestartPGD(PGD):
+    """The strong evaluation attack: `restarts` runs of PGD-`steps`, each from a fresh random start in the ball.
+
+    loss_fn(perturbed inputs [B, T, H]) -> per-example losses [B] (not a scalar); the ascent follows their sum
+    (examples do not interact in an encoder in eval mode). Every example keeps the point with its highest loss
+    over all steps and restarts. Loss > `success` counts as broken (the evaluation's margin loss is > 0 exactly
+    when a wrong candidate is retrieved): when every example is broken, the remaining restarts are skipped.
+    Returns the kept points [B, T, H], detached."""
+
+    name = "pgd-restarts"
+
+    def __init__(self, eps: float, steps: int = 20, restarts: int = 3, alpha: float | None = None,
+                 norm: str = "l2", success: float = 0.0, generator: torch.Generator | None = None):
+        super().__init__(eps, steps=steps, alpha=alpha, norm=norm, random_start=True, generator=generator)
+        if restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {restarts}")
+        self.restarts, self.success = restarts, success
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor, loss_fn) -> torch.Tensor:
+        inputs = inputs.detach()
+        best = inputs.clone()
+        with torch.no_grad():
+            best_loss = loss_fn(inputs).detach().float()
+
+        def keep(delta: torch.Tensor, losses: torch.Tensor) -> None:
+            better = losses > best_loss
+            best[better] = inputs[better] + delta[better]
+            best_loss[better] = losses[better]
+
+        for _ in range(self.restarts):
+            if bool((best_loss > self.success).all()):
+                break
+            delta = self.random_start(inputs, mask)
+            for _ in range(self.steps):
+                delta.requires_grad_(True)
+                losses = loss_fn(inputs + delta)
+                (grad,) = torch.autograd.grad(losses.sum(), delta)
+                keep(delta.detach(), losses.detach().float())
+                delta = self.project(delta.detach() + self.alpha * self.ascent_direction(grad), mask)
+            with torch.no_grad():
+                keep(delta, loss_fn(inputs + delta).detach().float())
+        return best
+
+
+class SynonymSubstitution:
+    """rs-da: each word of a sentence that has WordNet synonyms is, with probability `rate`, replaced by one of
+    them drawn uniformly (seeded by `generator`). Works on token ids: `text_of(ids) -> sentence` (no prefix,
+    no special tokens) and `tokenize(sentences) -> ids` (prefixed, truncated) are the encoder's.
+    `substitute(token_ids) -> token ids` is all it does; `trainables.hybrid.hybrid_step` applies it to the
+    adversarial share of a batch and trains a plain step on the result. `synonyms(word) -> tuple of words`
+    (default: `trainables.synonyms.WordNetSynonyms`, which raises DataError without WordNet's files)."""
+
+    name = "rs-da"
+    substitutes_tokens = True
+    accumulates_parameter_gradients = False
+    WORD = re.compile(r"[A-Za-z]+")
+
+    def __init__(self, rate: float, text_of, tokenize, synonyms=None, generator: torch.Generator | None = None):
+        if not 0 <= rate <= 1:
+            raise ValueError(f"substitution rate must lie in [0, 1], got {rate}")
+        if synonyms is None:
+            from trainables.synonyms import WordNetSynonyms
+
+            synonyms = WordNetSynonyms().synonyms
+        self.rate, self.text_of, self.tokenize, self.synonyms = rate, text_of, tokenize, synonyms
+        self.generator = generator
+        self.substituted = 0  # words replaced so far (a count for tests and logs)
+
+    def substitute_text(self, sentence: str) -> str:
+        def replace(match: re.Match) -> str:
+            word = match.group(0)
+            options = self.synonyms(word)
+            if not options or torch.rand((), generator=self.generator).item() >= self.rate:
+                return word
+            choice = options[int(torch.randint(len(options), (), generator=self.generator))]
+            self.substituted += 1
+            return choice.capitalize() if word[0].isupper() else choice
+
+        return self.WORD.sub(replace, sentence)
+
+    def substitute(self, token_ids: list[list[int]]) -> list[list[int]]:
+        return self.tokenize([self.substitute_text(self.text_of(ids)) for ids in token_ids])
+
+    def __repr__(self) -> str:
+        return f"SynonymSubstitution(rate={self.rate})"
+
+
+ATTACKS = {cls.name: cls for cls in (PGD, FGSM, FreeLB, RandomPerturbation, SynonymSubstitution)}
 
 
 def make_attack(method: str, eps: float, steps: int = 3, step_ratio: float | None = None, norm: str = "l2",
-                samples: int = 1, generator: torch.Generator | None = None) -> EmbeddingAttack:
-    """An attack from a trial config: alpha = step_ratio * eps (default: `default_alpha`)."""
+                samples: int = 1, generator: torch.Generator | None = None, substitution_rate: float = 0.25,
+                text_of=None, tokenize=None) -> EmbeddingAttack | SynonymSubstitution:
+    """An attack from a trial config: alpha = step_ratio * eps (default: `default_alpha`). rs-da needs the
+    encoder's `text_of` and `tokenize` (see `SynonymSubstitution`)."""
     if method not in ATTACKS:
         raise ValueError(f"unknown attack method {method!r} (one of {', '.join(ATTACKS)})")
     alpha = step_ratio * eps if step_ratio is not None else None
@@ -176,4 +277,8 @@ def make_attack(method: str, eps: float, steps: int = 3, step_ratio: float | Non
         return ATTACKS[method](eps, steps=steps, alpha=alpha, norm=norm, generator=generator)
     if method == "rs-rp":
         return RandomPerturbation(eps, samples=samples, norm=norm, generator=generator)
+    if method == "rs-da":
+        if text_of is None or tokenize is None:
+            raise ValueError("rs-da substitutes words: pass the encoder's text_of and tokenize")
+        return SynonymSubstitution(substitution_rate, text_of, tokenize, generator=generator)
     return FGSM(eps, norm=norm, generator=generator)

@@ -17,6 +17,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+from study.encoding import MAX_LENGTH
 from study.errors import ConfigError
 from study.robustness import EvalConfig
 from trainables.attacks import ATTACKS, NORMS
@@ -40,11 +41,16 @@ class TrialConfig:
     # -- the hybrid batch: where r and epsilon enter (trainables.hybrid.hybrid_step)
     ratio: float = _knob(0.5, within=(float, 0.0, 1.0), label="r")  # share of each batch made adversarial
     epsilon: float = _knob(0.5, within=(float, 0.0, 16.0))  # radius, L2 per token (word vectors: norm ~1.6)
-    method: str = _knob("pgd", choices=tuple(ATTACKS))  # pgd | fgsm | freelb | rs-rp (trainables.attacks)
+    method: str = _knob("pgd", choices=tuple(ATTACKS))  # pgd | fgsm | freelb | rs-rp | rs-da (trainables.attacks)
     norm: str = _knob("l2", choices=NORMS)  # l2 (per token) | linf
     attack_steps: int = _knob(3, within=(int, 1, 50), label="K")  # ascent steps K of pgd / freelb
     step_ratio: float | None = _knob(None, within=(float, 0.0, 10.0))  # alpha / epsilon; None: default_alpha
     smoothing_samples: int = _knob(1, within=(int, 1, 64))  # random draws per adversarial example (rs-rp)
+    substitution_rate: float = _knob(0.25, within=(float, 0.0, 1.0))  # rs-da: chance a word with synonyms is replaced
+    # False: [CLS], [SEP] and the "query: " prefix are never perturbed. Every sentence shares them (~5 of ~15
+    # tokens of a Tatoeba sentence), so perturbing them spends budget on no word of the sentence and moves all
+    # languages alike; the evaluation attack (EvalConfig.perturb_special) follows the same default.
+    perturb_special: bool = _knob(False, choices=(False, True))
     perturb: str = _knob("anchor", choices=("anchor", "both"))  # perturb anchors only, or positives too
     # -- optimisation
     lr: float = _knob(2e-5, within=(float, 0.0, 1.0))  # AdamW peak learning rate
@@ -56,7 +62,7 @@ class TrialConfig:
     max_grad_norm: float = _knob(1.0, within=(float, 0.0, 1e6))  # gradient clipping
     freeze_embeddings: bool = _knob(True, choices=(True, False))  # the word-embedding table: 82% of e5-small
     max_train_pairs: int | None = _knob(None, within=(int, 1, 10**9))  # None: all English training pairs
-    max_seq_len: int = _knob(64, within=(int, 8, 512))  # tokens per training sentence, prefix included
+    max_seq_len: int = _knob(MAX_LENGTH, within=(int, 8, 512))  # tokens per training sentence, prefix included
     seed: int = _knob(0, within=(int, 0, 2**31))  # weights are shared; seeds the split, attacks and order
     # -- set by the driver
     model: str = _set_by_driver("multilingual-e5-small")  # model directory or hub id (study.models)
@@ -149,3 +155,7 @@ def parse_value(key: str, text: str):
 
 
 DEFAULTS = TrialConfig()
+# the keys that act only on the adversarial share of a batch: at r = 0 they change nothing (study.replicate
+# uses this to tell whether two r = 0 configurations train alike)
+ADVERSARIAL_KEYS = ("ratio", "epsilon", "method", "norm", "attack_steps", "step_ratio", "smoothing_samples",
+                    "substitution_rate", "perturb_special", "perturb")

@@ -2,9 +2,10 @@
 
 A batch is n English pairs (anchor_i, positive_i). round(r * n) of them, chosen at random (seeded),
 become adversarial: their anchors (and, with perturb="both", their positives) are perturbed in the
-input-embedding space within radius epsilon by the attack. The loss is the in-batch-negatives contrastive
-loss over the whole batch, clean and adversarial pairs together, so each adversarial anchor is still
-scored against every positive in the batch.
+input-embedding space within radius epsilon by the attack (by default not on [CLS], [SEP] and the "query: "
+prefix), or, for rs-da, get some of their words replaced by WordNet synonyms. The loss is the
+in-batch-negatives contrastive loss over the whole batch, clean and adversarial pairs together, so each
+adversarial anchor is still scored against every positive in the batch.
 
 Cost: the attack runs only on the adversarial sentences, never on the whole batch behind a mask.
 Sentences through the encoder per step (n pairs, a adversarial sentences, K attack steps):
@@ -13,6 +14,7 @@ Sentences through the encoder per step (n pairs, a adversarial sentences, K atta
     fgsm                2n + a
     freelb              2n + (K - 1) a
     rs-rp (m samples)   2n + (m - 1) a
+    rs-da               2n           (the adversarial share's words replaced by synonyms, then a plain step)
 With r = 0 the step is plain fine-tuning, exactly.
 """
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from study.encoding import pad_batch, sentence_embedding
-from trainables.attacks import EmbeddingAttack
+from trainables.attacks import EmbeddingAttack, SynonymSubstitution
 from trainables.losses import InBatchContrastiveLoss
 
 
@@ -74,9 +76,19 @@ def plain_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, pad_id:
     return loss.item()
 
 
-def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, attack: EmbeddingAttack | None,
-                ratio: float, generator: torch.Generator, pad_id: int, perturb: str = "anchor",
-                autocast=nullcontext) -> tuple[float, int]:
+def substituted(batch: PairBatch, adv: list[int], attack: SynonymSubstitution, both: bool) -> PairBatch:
+    """The batch with the adversarial anchors (and, `both`, their positives) passed through `attack.substitute`."""
+    anchors, positives = list(batch.anchors), list(batch.positives)
+    for rows, wanted in ((anchors, True), (positives, both)):
+        if wanted:
+            for i, ids in zip(adv, attack.substitute([rows[i] for i in adv])):
+                rows[i] = ids
+    return PairBatch(anchors, positives)
+
+
+def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *,
+                attack: EmbeddingAttack | SynonymSubstitution | None, ratio: float, generator: torch.Generator,
+                pad_id: int, perturb: str = "anchor", autocast=nullcontext, perturbable=None) -> tuple[float, int]:
     """One hybrid-batch step: round(r n) pairs made adversarial, the loss over the whole batch, backward.
 
     Args:
@@ -89,6 +101,8 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, att
         pad_id: the tokenizer's padding id.
         perturb: "anchor" perturbs the adversarial anchors; "both" their positives too.
         autocast: the encoder's autocast context (bf16 on CUDA).
+        perturbable: (input_ids, attention mask) -> the positions the attack may move (e.g.
+            `Encoder.perturbable_mask`: not [CLS], [SEP] and the prefix); None: every real token.
 
     Gradient contract: on return the parameters' `.grad` hold d loss / d theta (added to what was there; the
     caller zeroes, clips and steps). How the adversarial part gets there depends on the attack:
@@ -99,7 +113,11 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, att
         its number of evaluations, so the parameters hold the mean gradient over its perturbations; no final
         pass is run, and the loss returned is the mean of the losses it saw.
     The clean sentences enter every loss as detached leaves; their gradients are collected over all passes
-    and sent through the clean graphs once, at the end.
+    and sent through the clean graphs once, at the end. When the word-embedding table is trainable, every loss
+    of the adversarial sentences is computed from the live table plus the perturbation, so the table's rows
+    receive the adversarial gradient for every attack (the attack itself sees the word vectors as constants).
+    rs-da (`attack.substitutes_tokens`) is no embedding attack: the adversarial share's words are replaced by
+    synonyms (`substituted`) and the step is a plain step on that batch.
 
     Returns: (loss value, number of adversarial pairs).
     """
@@ -107,8 +125,10 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, att
     clean, adv = choose_adversarial(n, ratio, generator)
     if not adv or attack is None:
         return plain_step(model, batch, loss_fn, pad_id, autocast), 0
-    device = next(model.parameters()).device
     both = perturb == "both"
+    if getattr(attack, "substitutes_tokens", False):
+        return plain_step(model, substituted(batch, adv, attack, both), loss_fn, pad_id, autocast), len(adv)
+    device = next(model.parameters()).device
 
     # Rows are ordered clean first, then adversarial: anchors[j] pairs with positives[j].
     with autocast():
@@ -124,11 +144,15 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, att
     input_ids, mask = pad_batch(adv_ids, pad_id, device)
     embed_layer = model.get_input_embeddings()
     clean_inputs = embed_layer(input_ids).detach()
+    attack_mask = perturbable(input_ids, mask) if perturbable else mask
+    table_trains = embed_layer.weight.requires_grad
 
     losses_seen: list[torch.Tensor] = []
 
     def batch_loss(perturbed_inputs: torch.Tensor) -> torch.Tensor:
         """Contrastive loss of the whole batch with the adversarial sentences at `perturbed_inputs`."""
+        if table_trains:  # the same point, as the live table plus the perturbation: the table's rows get gradients
+            perturbed_inputs = embed_layer(input_ids) + (perturbed_inputs - clean_inputs)
         with autocast():
             adv_emb = sentence_embedding(model, mask, inputs_embeds=perturbed_inputs)
         adv_anchors, adv_positives = adv_emb[: len(adv)], adv_emb[len(adv):]
@@ -138,12 +162,11 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *, att
         losses_seen.append(loss.detach())
         return loss
 
-    perturbed = attack(clean_inputs, mask, batch_loss)
+    perturbed = attack(clean_inputs, attack_mask, batch_loss)
     if attack.accumulates_parameter_gradients:  # it trained on every loss it saw: report their mean
         loss_value = torch.stack(losses_seen).mean().item()
-    else:
-        # Final pass from the live embedding table, so its rows receive gradients when it is trainable.
-        loss = batch_loss(embed_layer(input_ids) + (perturbed - clean_inputs))
+    else:  # one final pass at the perturbed point, back-propagated into the parameters
+        loss = batch_loss(perturbed)
         loss.backward()
         loss_value = loss.item()
     live = [(t, leaf.grad) for t, leaf in ((clean_anchors, anchor_leaf), (clean_positives, positive_leaf))

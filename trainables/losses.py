@@ -1,4 +1,11 @@
-"""In-batch-negatives contrastive loss (InfoNCE, as sentence-transformers' MultipleNegativesRankingLoss)."""
+"""In-batch-negatives contrastive loss (InfoNCE): sentence-transformers' MultipleNegativesRankingLoss with
+scale = 1 / temperature and cosine similarity, on embeddings already computed.
+
+It is kept apart from sentence-transformers' loss because the hybrid batch embeds its adversarial anchors
+from perturbed `inputs_embeds` (trainables/hybrid.py) and needs the loss of precomputed embeddings, per
+example; MNRL embeds its own batch from token features. tests/test_interop.py checks that both give the same
+loss and gradients on the same embeddings.
+"""
 
 from __future__ import annotations
 

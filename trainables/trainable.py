@@ -9,6 +9,7 @@ exactly), and calls `tune.report(metrics, checkpoint=...)`. A loss that turns Na
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,11 +22,12 @@ from safetensors.torch import load_file, save_file
 from study.data import load_english_pairs, resolve_data_dir
 from study.encoding import Encoder
 from study.models import resolve_model
-from study.robustness import evaluate_encoder
+from study.robustness import evaluate_encoder, tune_result
 from trainables.attacks import make_attack
 from trainables.config import TrialConfig
 from trainables.hybrid import PairBatch, hybrid_step
 from trainables.losses import InBatchContrastiveLoss
+from trainables.storage import HITS_FILE, CheckpointRetention, DivergenceMarker
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,7 +68,8 @@ class HybridTrainer:
         cfg = self.cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         torch.manual_seed(cfg.seed)
         self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.data_dir else resolve_data_dir()
-        self.encoder = Encoder.load(resolve_model(cfg.model), device=_device(), max_length=cfg.max_seq_len)
+        # evaluation tokenises at the encoder's MAX_LENGTH, as the untrained reference does; training at max_seq_len
+        self.encoder = Encoder.load(resolve_model(cfg.model), device=_device())
         self.model = self.encoder.model.train()
         if cfg.freeze_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
@@ -74,14 +77,18 @@ class HybridTrainer:
         pairs = load_english_pairs("train", self.data_dir)
         if cfg.max_train_pairs:
             pairs = pairs.shuffle(seed=cfg.seed).select(range(min(cfg.max_train_pairs, len(pairs))))
-        self.anchors, self.positives = self.encoder.tokenize(pairs["anchor"]), self.encoder.tokenize(pairs["positive"])
+        self.anchors, self.positives = (self.encoder.tokenize(pairs[column], max_length=cfg.max_seq_len)
+                                        for column in ("anchor", "positive"))
         self.steps_per_epoch = math.ceil(len(self.anchors) / cfg.batch_size)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg, cfg.epochs * self.steps_per_epoch)
         self.loss_fn = InBatchContrastiveLoss(cfg.temperature)
         self.selection_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.attack_rng = torch.Generator(device=_device()).manual_seed(cfg.seed + 2)
         self.attack = make_attack(cfg.method, cfg.epsilon, steps=cfg.attack_steps, step_ratio=cfg.step_ratio,
-                                  norm=cfg.norm, samples=cfg.smoothing_samples, generator=self.attack_rng)
+                                  norm=cfg.norm, samples=cfg.smoothing_samples, generator=self.attack_rng,
+                                  substitution_rate=cfg.substitution_rate, text_of=self.encoder.text_of,
+                                  tokenize=functools.partial(self.encoder.tokenize, max_length=cfg.max_seq_len))
+        self.perturbable = None if cfg.perturb_special else self.encoder.perturbable_mask
         self.epoch = 0
 
     def batches(self):
@@ -98,7 +105,7 @@ class HybridTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, n_adv = hybrid_step(self.model, batch, self.loss_fn, attack=self.attack, ratio=cfg.ratio,
                                   generator=self.selection_rng, pad_id=self.encoder.pad_id, perturb=cfg.perturb,
-                                  autocast=self.encoder.autocast)
+                                  autocast=self.encoder.autocast, perturbable=self.perturbable)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"training loss became {loss} at epoch {self.epoch + 1} "
                                    f"(lr {cfg.lr:g}, ratio {cfg.ratio:g}, epsilon {cfg.epsilon:g})")
@@ -156,7 +163,8 @@ def train_hybrid(config: dict) -> None:
         torch.set_num_threads(cpus)
     # A divergence is deterministic: a retry (FailureConfig, meant for crashed workers) fails at once. The
     # marker lives in the trial's folder in Ray's storage, which a retry on any other node reads too.
-    marker = DivergenceMarker(tune.get_context().get_storage())
+    storage = tune.get_context().get_storage()
+    marker, retention = DivergenceMarker(storage), CheckpointRetention(storage)
     reason = marker.read()
     if reason:
         raise TrainingDiverged(reason)
@@ -178,8 +186,10 @@ def train_hybrid(config: dict) -> None:
         hits = None
         if cfg.eval_every_epoch or trainer.epoch == cfg.epochs:
             start = time.time()
-            evaluation = evaluate_encoder(trainer.encoder, cfg.eval, trainer.data_dir)
-            metrics.update(evaluation["metrics"])
+            # the last epoch also measures the report split: the study's summary quotes it, the search never sees it
+            evaluation = evaluate_encoder(trainer.encoder, cfg.eval, trainer.data_dir,
+                                          also_report=trainer.epoch == cfg.epochs)
+            metrics.update(tune_result(evaluation["metrics"]))
             metrics["eval.seconds"] = time.time() - start
             hits = evaluation.get("hits")
         metrics["node_id"] = node  # which Ray node ran this epoch (a tag on the MLflow child run)
@@ -189,36 +199,5 @@ def train_hybrid(config: dict) -> None:
             if hits is not None:  # per-sentence hits (study.replicate): they travel with the checkpoint
                 with open(os.path.join(directory, HITS_FILE), "w") as f:
                     json.dump(hits, f)
+            retention.make_room()
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-HITS_FILE = "hits.json"
-
-
-def read_hits(checkpoint) -> dict:
-    """The per-sentence hits a trial's last evaluation put into its checkpoint: {lang: {figure: [0/1, ...]}}."""
-    with checkpoint.as_directory() as directory:
-        with open(os.path.join(directory, HITS_FILE)) as f:
-            return json.load(f)
-
-
-class DivergenceMarker:
-    """A file `DIVERGED` (holding the reason) in the trial's folder of Ray's storage (`ray.train`'s
-    StorageContext: a local path or a bucket), so every node and every retry sees it."""
-
-    def __init__(self, storage):
-        self.filesystem = storage.storage_filesystem
-        self.path = f"{storage.trial_fs_path}/DIVERGED"
-
-    def read(self) -> str | None:
-        import pyarrow.fs
-
-        if self.filesystem.get_file_info(self.path).type == pyarrow.fs.FileType.NotFound:
-            return None
-        with self.filesystem.open_input_stream(self.path) as f:
-            return f.read().decode()
-
-    def write(self, reason: str) -> None:
-        self.filesystem.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-        with self.filesystem.open_output_stream(self.path) as f:
-            f.write(reason.encode())

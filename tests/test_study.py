@@ -189,13 +189,17 @@ def test_export_writes_a_sentence_transformers_model_and_registers_it(smoke_stud
         assert float(tags[name]) == pytest.approx(value, abs=1e-4), name
     print("registered version tags:", json.dumps(dict(sorted(tags.items()))))
     assert client.get_run(best.info.run_id).data.tags["registered_model"] == f"xling-smoke/{version.version}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(default_tracking_uri(study_dir))  # the study's embedded store
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # the study's embedded store, as tracking and registry: an earlier test of this process may have left the
+    # fluent API's registry pointing at another store
+    mlflow.set_tracking_uri(default_tracking_uri(study_dir))
+    mlflow.set_registry_uri(default_tracking_uri(study_dir))
     try:
         pyfunc = mlflow.pyfunc.load_model("models:/xling-smoke@best")
         predicted = np.asarray(pyfunc.predict(sentences[:3]))
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     assert predicted.shape == (3, 384)
     assert (predicted * model.encode(sentences[:3])).sum(1).min() >= 0.9999
 

@@ -133,3 +133,29 @@ def mlflow_server(backend_store_uri: str, workdir: Path, *options: str, env=None
             except subprocess.TimeoutExpired:  # a worker stuck on a connection: no reason to fail a test
                 os.killpg(server.pid, 9)
                 server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def mlflow_fluent_uri(uri: str):
+    """MLflow's fluent API (e.g. `mlflow.pyfunc.load_model("models:/NAME@best")`) pointed at `uri`, tracking and
+    registry, for one block. `mlflow.set_tracking_uri` and `set_registry_uri` also export MLFLOW_TRACKING_URI and
+    MLFLOW_REGISTRY_URI so that subprocesses inherit them: every later study CLI of the test session would log to
+    that store. Both the module state and the environment are put back."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = tracking._tracking_uri, registry._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

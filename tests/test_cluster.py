@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from studytools import free_port, metric_steps, postgres_server, run_cli, start_cli, study_runs, wait_for
+from studytools import (
+    free_port,
+    metric_steps,
+    mlflow_fluent_uri,
+    postgres_server,
+    run_cli,
+    start_cli,
+    study_runs,
+    wait_for,
+)
 from studytools import mlflow_server as mlflow_server_on
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -327,15 +336,9 @@ def test_an_interrupted_study_on_a_postgresql_server_is_killed_then_resumed(mlfl
     assert exported.returncode == 0, exported.stderr[-3000:]
     import mlflow
 
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_registry_uri(mlflow_server)
-    try:
+    with mlflow_fluent_uri(mlflow_server):
         version = mlflow.MlflowClient().get_model_version_by_alias("xling-pg", "best")
         predicted = mlflow.pyfunc.load_model("models:/xling-pg@best").predict(["Habari ya asubuhi.", "Good morning."])
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
     assert version.tags["study"] == study_dir.name and version.run_id in {c.info.run_id for c in children}
     assert predicted.shape == (2, 384) and abs(float((predicted[0] ** 2).sum()) - 1) < 1e-4
     engine = sqlalchemy.create_engine(postgres_uri)

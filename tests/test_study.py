@@ -10,7 +10,7 @@ from search_spaces import SPACE_NAMES, Choice, LogUniform, SearchSpace, Uniform,
 from study.errors import ConfigError
 from study.tracking import PARENT_TAG
 from study.trials import pareto_front
-from studytools import run_cli, study_runs
+from studytools import mlflow_fluent_uri, run_cli, study_runs
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -189,17 +189,9 @@ def test_export_writes_a_sentence_transformers_model_and_registers_it(smoke_stud
         assert float(tags[name]) == pytest.approx(value, abs=1e-4), name
     print("registered version tags:", json.dumps(dict(sorted(tags.items()))))
     assert client.get_run(best.info.run_id).data.tags["registered_model"] == f"xling-smoke/{version.version}"
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    # the study's embedded store, as tracking and registry: an earlier test of this process may have left the
-    # fluent API's registry pointing at another store
-    mlflow.set_tracking_uri(default_tracking_uri(study_dir))
-    mlflow.set_registry_uri(default_tracking_uri(study_dir))
-    try:
+    with mlflow_fluent_uri(default_tracking_uri(study_dir)):  # the study's embedded store
         pyfunc = mlflow.pyfunc.load_model("models:/xling-smoke@best")
         predicted = np.asarray(pyfunc.predict(sentences[:3]))
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
     assert predicted.shape == (3, 384)
     assert (predicted * model.encode(sentences[:3])).sum(1).min() >= 0.9999
 

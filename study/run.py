@@ -270,6 +270,9 @@ def main(argv=None) -> int:
 
 def end_interrupted(client, experiment: str, parent: str, study_dir: Path, args) -> int:
     """An interrupted study: its open child runs and the parent KILLED, the resume command last; exit 130."""
+    import ray
+
+    ray.shutdown()  # no trial's dying words forwarded by Ray's log monitor after the resume command
     stopped = tracking.end_running_children(client, experiment, parent, "KILLED")
     client.set_terminated(parent, status="KILLED")
     print(f"\ninterrupted: the study is saved ({stopped} running trials stopped); continue it with:",

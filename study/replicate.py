@@ -246,8 +246,8 @@ def analyse(replicas: list[Replica], reference: dict, langs: list[str], radii) -
                 continue
             before = reference["metrics"].get(key)
             pairs = {b: sorted(set(values) & set(by_name[b])) for b in BASELINES if b in by_name}
-            changes = {b: None if name in BASELINES or not seeds else stats.seed_interval(
-                [values[s] - by_name[b][s].metrics[key] for s in seeds]) for b, seeds in pairs.items()}
+            changes = {b: None if name in BASELINES or not seeds else stats.paired_difference(
+                [values[s] for s in seeds], [by_name[b][s].metrics[key] for s in seeds]) for b, seeds in pairs.items()}
             results.english[key] = Comparison(
                 seeds=stats.seed_interval(list(values.values())), vs_baseline=changes.get("baseline"),
                 vs_study_baseline=changes.get("study_baseline"),

@@ -35,8 +35,9 @@ def rank_trials(trials: list[dict], objective: str) -> list[dict]:
 
 
 def best_trial(trials: list[dict], objective: str) -> dict | None:
-    """The trial a study hands on as its answer (study.export; the one its report names best), or None when no
-    trial finished: the best by the study's objective, which is measured on the selection split. Not the best
+    """The trial a study hands on as its answer (study.export), or None when no trial finished: the best by the
+    study's objective, which is measured on the selection split, the r = 0 baseline included (the report's
+    summary names the best trial other than the baseline). Not the best
     on the report split, whose figures the export carries: choosing on them would spend the report sentences
     on selection, and the figures quoted for the choice would be biased upwards."""
     ranked = rank_trials(trials, objective)

@@ -168,11 +168,10 @@ def make_scheduler(settings: dict, space):
 # ----------------------------------------------------------------------------- tuners
 def _run_config(name: str, storage: str, callback, parameter_columns: dict, max_failures: int):
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     reporter = tune.CLIReporter(parameter_columns=parameter_columns, metric_columns=METRIC_COLUMNS,
                                 max_report_frequency=30, sort_by_metric=True)
-    from ray.tune.logger import JsonLoggerCallback
-
     return tune.RunConfig(name=name, storage_path=storage, callbacks=[JsonLoggerCallback(), callback],
                           progress_reporter=reporter, verbose=1,
                           # a crashed worker resumes from its checkpoint

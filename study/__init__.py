@@ -6,7 +6,7 @@ Where things live (commands, run as `python -m study.<name>`, import only the li
   study.report      command: rebuild a study's report
   study.evaluate    command: evaluate one encoder on Tatoeba languages
   study.export      command: a study's trial as a sentence-transformers model, registered in MLflow
-  study.bench       command: benchmarks (training step, encoding)
+  study.bench       command: benchmarks (training step, encoding, evaluation, Tune overhead, driver load)
   study.models      the default encoder (converted offline once) and model loading; command: prepare it
   study.data        Tatoeba pairs per language, English training / check pairs
   study.languages   metadata of the 112 Tatoeba languages and the default groups

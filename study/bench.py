@@ -3,6 +3,8 @@
     python -m study.bench train-step   plain fine-tuning vs hybrid batches r in {0, 0.25, 0.5, 1} (PGD, K=3)
     python -m study.bench encode       our evaluation encoder path vs a plain transformers loop and
                                        SentenceTransformer.encode (the same model, as study.export writes it)
+    python -m study.bench evaluate     a trial's evaluation: the study's path vs the per-language reference path
+    python -m study.bench study        N tiny real trials as a Ray Tune study vs the same trials by hand
     python -m study.bench driver       the study's Ray Tune driver: time per reported result, 100 vs 1,000 trials
 
 Timings are means over repeated steps, the configurations interleaved round by round so that a machine
@@ -151,6 +153,172 @@ def bench_encode(args) -> None:
           f"  min cosine between the paths' embeddings {agreement:.6f}")
 
 
+# ----------------------------------------------------------------------------- evaluate
+def _reference_evaluation(encoder, config, data_dir, splits) -> dict[str, float]:
+    """The evaluation before issue 15, kept as the reference: language by language, split by split, each
+    figure its own pass over that language's sentences (batches padded within the language), the English side
+    embedded per language. Same primitives, same per-sentence draws, as study.robustness."""
+    import random
+    import zlib
+
+    from study.data import load_tatoeba
+    from study.robustness import (
+        add_typos,
+        embed_perturbed,
+        english_check,
+        flatten,
+        fmt,
+        perturbed_figures,
+        retrieval_accuracy,
+        sentence_seed,
+        summarise,
+    )
+
+    metrics = {}
+    for split in splits:
+        per_lang = {}
+        for lang in config.langs:
+            pairs = load_tatoeba(lang, data_dir, config.max_sentences, split)
+            source_ids = encoder.tokenize(pairs["source"])
+            src, eng = encoder.embed(token_ids=source_ids), encoder.embed(pairs["english"])
+            m = {"l2e": retrieval_accuracy(src, eng), "e2l": retrieval_accuracy(eng, src)}
+            m["clean"] = (m["l2e"] + m["e2l"]) / 2
+            for how, eps, name in perturbed_figures(config):
+                seeds = [sentence_seed(config.seed, lang, how, eps, s) for s in pairs["source"]]
+                steps = config.strong_steps if how == "strong" else config.attack_steps
+                queries = embed_perturbed(encoder, source_ids, eng, eps, how, steps, seeds, config.perturb_special,
+                                          config.strong_restarts)
+                m[name] = retrieval_accuracy(queries, eng)
+            for rate in config.typo_rates:
+                rng = random.Random(zlib.crc32(repr((config.seed, lang, "typo", rate)).encode()))
+                typo = encoder.embed([add_typos(s, rate, rng) for s in pairs["source"]])
+                m[f"typo_p{fmt(rate)}"] = retrieval_accuracy(typo, eng)
+            per_lang[lang] = summarise(m, config, len(pairs))
+        first = split == splits[0]
+        english = english_check(encoder, data_dir, config.max_english_pairs) if first and config.english_check else None
+        metrics.update(flatten(per_lang, english, split, objectives=first))
+    return metrics
+
+
+def bench_evaluate(args) -> None:
+    from study.budgets import BUDGETS
+    from study.data import resolve_data_dir
+    from study.encoding import Encoder
+    from study.models import resolve_model
+    from study.robustness import EvalConfig, evaluate_encoder
+
+    torch.set_num_threads(args.threads or max(1, int(BUDGETS[args.budget].cpus_per_trial)))  # as a trial has
+    encoder = Encoder.load(resolve_model(args.model), device=args.device)
+    config = EvalConfig(**{**BUDGETS[args.budget].eval, **({"langs": args.langs.split(",")} if args.langs else {})})
+    data_dir = resolve_data_dir(args.data_dir)
+    splits = [config.split, "report"]  # a trial's last epoch: the selection split and the report split
+
+    def reference():
+        study_batches, encoder.max_tokens = encoder.max_tokens, 8192  # its batching before issue 15
+        try:
+            return _reference_evaluation(encoder, config, data_dir, splits)
+        finally:
+            encoder.max_tokens = study_batches
+
+    runs = {"reference (per language, per figure)": reference,
+            "study.robustness.evaluate_encoder": lambda: evaluate_encoder(encoder, config, data_dir,
+                                                                          also_report=True)["metrics"]}
+    seconds: dict = {name: [] for name in runs}
+    outputs = {name: fn() for name, fn in runs.items()}  # warm-up, and the figures compared
+    for _ in range(args.rounds):
+        for name, fn in runs.items():
+            _sync(encoder.device)
+            start = time.perf_counter()
+            fn()
+            _sync(encoder.device)
+            seconds[name].append(time.perf_counter() - start)
+    reference, ours = outputs.values()
+    if reference.keys() != ours.keys():
+        raise SystemExit(f"the paths report different figures: {sorted(reference.keys() ^ ours.keys())[:5]}")
+    differ = {k: (reference[k], ours[k]) for k in reference if reference[k] != ours[k]}
+    print(f"device {encoder.device}  threads {torch.get_num_threads()}  budget {args.budget}: {len(config.langs)} "
+          f"languages x {config.max_sentences} sentences x {len(splits)} splits, radii {list(config.radii)}, "
+          f"PGD-{config.attack_steps}, typo {list(config.typo_rates)}, English check {config.english_check}; "
+          f"{args.rounds} rounds")
+    mean = {name: statistics.mean(s) for name, s in seconds.items()}
+    for name in runs:
+        print(f"{name:<40} {mean[name]:>8.2f} s  (+-{statistics.stdev(seconds[name]) if args.rounds > 1 else 0:.2f})")
+    for key, (a, b) in sorted(differ.items())[:10]:
+        print(f"  differs: {key}  reference {a:.6f}  new {b:.6f}")
+    worst = max((abs(a - b) for a, b in differ.values()), default=0.0)
+    ref_name, our_name = runs
+    print(f"speed-up {mean[ref_name] / mean[our_name]:.2f}x over the reference path; figures identical: "
+          f"{len(reference) - len(differ)} of {len(reference)} (max |difference| {worst:.6f})")
+
+
+# ----------------------------------------------------------------------------- study
+def bench_study(args) -> None:
+    """N tiny real trials as a Ray Tune study (the study's own Tuner: Optuna, ASHA, checkpoints, the MLflow
+    callback, one trial at a time on all the CPUs) against the same trials, with the same configurations and
+    epochs, trained and evaluated by hand back to back in one process."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    from study import tracking
+    from study.raycluster import start_ray
+    from study.robustness import evaluate_encoder
+    from study.run import parse_args, validate
+    from study.tuning import study_tuner
+    from trainables.config import TrialConfig
+    from trainables.trainable import HybridTrainer
+
+    settings = validate(parse_args(["--budget", args.budget, "--num-samples", str(args.trials),
+                                    "--max-concurrent", "1", "--cpus-per-trial", str(args.cpus)]))
+    work = Path(tempfile.mkdtemp(prefix="bench-study-", dir=args.work_dir))
+    torch.set_num_threads(args.cpus)
+    HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # warm-up: model files, data, imports
+
+    start = time.perf_counter()
+    start_ray(None)
+    ray_start = time.perf_counter() - start
+    uri = tracking.default_tracking_uri(work)
+    client = tracking.client_for(uri)
+    experiment = tracking.experiment_id(client, work, uri)
+    parent = tracking.start_parent_run(client, experiment, name="bench study", params={"trials": args.trials},
+                                       tags={"bench": "study"})
+    grid = study_tuner(settings, work, tracking.ChildRunLogger(uri, experiment, parent)).fit()
+    client.set_terminated(parent, status="FINISHED")
+    ray.shutdown()
+    tuned = time.perf_counter() - start
+    trials = [(r.config, r.metrics["training_iteration"]) for r in grid if not r.error]
+    in_trials = sum(r.metrics["time_total_s"] for r in grid if not r.error)  # inside the trials' processes
+    if len(trials) != args.trials:
+        raise SystemExit(f"{args.trials - len(trials)} of {args.trials} Tune trials failed; see {work}")
+
+    start = time.perf_counter()
+    by_hand_trial = []
+    for config, epochs in trials:  # what each trial did, without Tune
+        trial_start = time.perf_counter()
+        trainer = HybridTrainer(TrialConfig.from_dict(config))
+        while trainer.epoch < epochs:
+            trainer.train_epoch()
+            if trainer.cfg.eval_every_epoch or trainer.epoch == trainer.cfg.epochs:
+                evaluate_encoder(trainer.encoder, trainer.cfg.eval, trainer.data_dir,
+                                 also_report=trainer.epoch == trainer.cfg.epochs)
+        by_hand_trial.append(time.perf_counter() - trial_start)
+    by_hand = time.perf_counter() - start
+    shutil.rmtree(work, ignore_errors=True)
+
+    epochs = sum(e for _, e in trials)
+    print(f"{args.trials} trials ({epochs} epochs in all; budget {args.budget}: {settings['max_train_pairs']} "
+          f"training pairs, {len(settings['eval']['langs'])} languages x {settings['eval']['max_sentences']} "
+          f"sentences), one at a time, {args.cpus} CPUs, torch threads {torch.get_num_threads()}")
+    print(f"by hand, one process      {by_hand:>8.1f} s  ({statistics.mean(by_hand_trial):.1f} s a trial)")
+    print(f"Ray Tune study            {tuned:>8.1f} s  (Ray start, Optuna, ASHA, checkpoints, MLflow callback)")
+    print(f"  of which: Ray start {ray_start:.1f} s; inside the trials {in_trials:.1f} s (their training, evaluation, "
+          f"checkpoints and reports); the rest, between trials, {tuned - ray_start - in_trials:.1f} s")
+    print(f"overhead {tuned / by_hand:.2f}x the trials run by hand ({(tuned - by_hand) / args.trials:+.1f} s a trial; "
+          f"{(tuned - ray_start) / by_hand:.2f}x without starting Ray)")
+
+
 # ----------------------------------------------------------------------------- driver
 # What the driver of a study does per reported result: Optuna's searcher (study.tuning.make_searcher), ASHA
 # (make_scheduler), the MLflow callback (study.tracking.ChildRunLogger), the progress table, checkpoint
@@ -167,7 +335,7 @@ _SCALED = ("selection.", "objective.")
 
 def _fake_evaluation(langs: list[str], rng) -> dict[str, float]:
     """A realistic flat metric dict: random but valid per-language figures (the keys of
-    `study.robustness.evaluate_language`, with the default radii and typo rate, means consistent), flattened by
+    `study.robustness.evaluate_query_sets`, with the default radii and typo rate, means consistent), flattened by
     `study.robustness.flatten` with the English check, for the selection and (as a trial's last epoch reports
     them) the report split."""
     from study.robustness import EvalConfig, flatten, fmt
@@ -489,8 +657,21 @@ def main(argv=None) -> int:
     encode.add_argument("--rounds", type=int, default=3)
     encode.add_argument("--device")
     encode.add_argument("--data-dir")
-    for p in (train, encode):
+    evaluate = sub.add_parser("evaluate", help="a trial's last-epoch evaluation: the reference path vs the study's")
+    evaluate.add_argument("--budget", choices=("smoke", "cpu", "gpu"), default="cpu", help="whose eval settings")
+    evaluate.add_argument("--langs", help="comma-separated languages instead of the budget's")
+    evaluate.add_argument("--rounds", type=int, default=2)
+    evaluate.add_argument("--threads", type=int, help="torch threads (default: the budget's cpus_per_trial, as a "
+                                                      "trial has)")
+    evaluate.add_argument("--device")
+    evaluate.add_argument("--data-dir")
+    for p in (train, encode, evaluate):
         p.add_argument("--model", default=DEFAULT_MODEL)
+    study = sub.add_parser("study", help="a Ray Tune study of N tiny real trials against the same trials by hand")
+    study.add_argument("--trials", type=int, default=6)
+    study.add_argument("--budget", choices=("smoke", "cpu"), default="smoke", help="the trials' size")
+    study.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, all given to the one trial")
+    study.add_argument("--work-dir", help="where the study's temporary folder goes (default: the temp dir)")
     driver = sub.add_parser("driver", help="the study's Ray Tune driver at scale: time per reported result, "
                                            "100 vs 1,000 trials")
     driver.add_argument("--trials", default="100,1000", help="trials per Tune run, comma-separated; the ratio is "
@@ -519,7 +700,8 @@ def main(argv=None) -> int:
     driver.add_argument("--keep", action="store_true", help="keep each run's Ray storage and MLflow store")
     driver.add_argument("--work-dir", help="where the runs' temporary folders go (default: the temp dir)")
     args = parser.parse_args(argv)
-    {"train-step": bench_train_step, "encode": bench_encode, "driver": bench_driver}[args.command](args)
+    {"train-step": bench_train_step, "encode": bench_encode, "evaluate": bench_evaluate,
+     "study": bench_study, "driver": bench_driver}[args.command](args)
     return 0
 
 

@@ -73,12 +73,14 @@ class Encoder:
     `tokenize` + `sentence_embedding` for training and attacks, which need gradients.
     """
 
-    def __init__(self, model, tokenizer, max_length: int = MAX_LENGTH, max_tokens: int = 8192,
+    def __init__(self, model, tokenizer, max_length: int = MAX_LENGTH, max_tokens: int | None = None,
                  max_batch: int = 256, prefix: str = QUERY_PREFIX):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.max_tokens = max_tokens
+        # padded tokens per batch. CPU: 1,024 (a core's matmuls reach full speed at ~1,000 rows, and small
+        # batches span narrow length ranges, so little goes to padding); GPU: 8,192 (it needs big batches)
+        self.max_tokens = max_tokens or (8192 if self.device.type == "cuda" else 1024)
         self.max_batch = max_batch
         self.prefix = prefix
 

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -172,6 +173,8 @@ def run_replicas(configs: list[TrialConfig], settings: dict, study_dir: Path, ur
     their last checkpoint (Ray's storage: a bucket on a cluster), never through a node's own disk."""
     logger = tracking.ChildRunLogger(uri, experiment, parent)
     results = replication_tuner(configs, settings, study_dir, logger).fit()
+    if any(not r.error and (r.metrics or {}).get("training_iteration", 0) < r.config["epochs"] for r in results):
+        raise KeyboardInterrupt  # Tune stopped on SIGINT: a replica that did not fail has not finished either
     replicas = []
     for result in results:
         if result.error:
@@ -487,46 +490,62 @@ def main(argv=None) -> int:
     print(f"replicating {len(chosen)} configurations x {args.seeds} seeds = {len(chosen) * args.seeds} trials",
           file=sys.stderr)
 
-    start = time.time()
-    start_ray(args.address)
-    require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
-    reference = evaluate_on_cluster(settings, eval_config, out / "reference_hits.json", "with the replicas' evaluation")
-    configs = replica_configs(chosen, args.seeds, settings, eval_config)
-    replicas = run_replicas(configs, settings, study_dir, uri, saved["experiment_id"], replication)
-    minutes = (time.time() - start) / 60
-    names = {r.name for r in replicas}
-    if "baseline" not in names or not names - set(BASELINES):
-        raise UsageError("too many replicas failed to compare anything (see the messages above)")
-    radii = sorted(eval_config["radii"])
-    analysis = analyse(replicas, reference, langs, radii)
-    chosen = [c for c in chosen if c[0] in names]  # the baselines, then the best configuration with results
-    best = next(name for name, _ in chosen if name not in BASELINES)
-    distance = language_distance(analysis, reference, langs, best)
-    plots.plot_distance(out / "distance.png", distance)
-    plots.plot_robustness_curves(out / "robustness_curves.png", replicas, reference, langs, radii, best)
-    import torch
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))  # as study.run: stop cleanly
+    try:
+        start = time.time()
+        start_ray(args.address)
+        require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
+        reference = evaluate_on_cluster(settings, eval_config, out / "reference_hits.json",
+                                        "with the replicas' evaluation")
+        configs = replica_configs(chosen, args.seeds, settings, eval_config)
+        replicas = run_replicas(configs, settings, study_dir, uri, saved["experiment_id"], replication)
+        minutes = (time.time() - start) / 60
+        names = {r.name for r in replicas}
+        if "baseline" not in names or not names - set(BASELINES):
+            raise UsageError("too many replicas failed to compare anything (see the messages above)")
+        radii = sorted(eval_config["radii"])
+        analysis = analyse(replicas, reference, langs, radii)
+        chosen = [c for c in chosen if c[0] in names]  # the baselines, then the best configuration with results
+        best = next(name for name, _ in chosen if name not in BASELINES)
+        distance = language_distance(analysis, reference, langs, best)
+        plots.plot_distance(out / "distance.png", distance)
+        plots.plot_robustness_curves(out / "robustness_curves.png", replicas, reference, langs, radii, best)
+        import torch
 
-    hardware = (f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
-                else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
-    report = findings(Findings(study_dir.name, settings, chosen, analysis, distance, langs, radii, args.seeds,
-                               seeds_note, REPORT_SPLIT_TEXT, budget, hardware, minutes,
-                               (eval_config.get("strong_steps", 20), eval_config.get("strong_restarts", 3))))
-    if args.export or args.register:  # the best configuration's first seed, as a model; report and model link
-        replica = min((r for r in replicas if r.name == best), key=lambda r: r.seed)
-        config = next(c for c in configs if c.replica == best and c.seed == replica.seed)
-        run_id = exporting.child_run_of(client, saved["experiment_id"], replication, replica.trial_id)
-        exported = exporting.export_replica(replica.checkpoint, config, settings, exporting.replication_model_dir(out),
-                                            study_dir.name, replication, run_id, replica.metrics, uri,
-                                            register=args.register)
-        report += exporting.model_section(exported)
-        if exported.registered:
-            client.set_tag(replication, "registered_model",
-                           f"{exported.registered['name']}/{exported.registered['version']}")
-    (out / "findings.md").write_text(report)
-    write_json(out / "analysis.json", {name: results.as_dict() for name, results in analysis.items()})
-    write_json(out / "distance.json", distance)
-    for name in ("findings.md", "analysis.json", "distance.json", "distance.png", "robustness_curves.png"):
-        client.log_artifact(replication, str(out / name), artifact_path="findings")
+        hardware = (f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
+                    else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+        report = findings(Findings(study_dir.name, settings, chosen, analysis, distance, langs, radii, args.seeds,
+                                   seeds_note, REPORT_SPLIT_TEXT, budget, hardware, minutes,
+                                   (eval_config.get("strong_steps", 20), eval_config.get("strong_restarts", 3))))
+        if args.export or args.register:  # the best configuration's first seed, as a model; report and model link
+            replica = min((r for r in replicas if r.name == best), key=lambda r: r.seed)
+            config = next(c for c in configs if c.replica == best and c.seed == replica.seed)
+            run_id = exporting.child_run_of(client, saved["experiment_id"], replication, replica.trial_id)
+            exported = exporting.export_replica(replica.checkpoint, config, settings,
+                                                exporting.replication_model_dir(out), study_dir.name, replication,
+                                                run_id, replica.metrics, uri, register=args.register)
+            report += exporting.model_section(exported)
+            if exported.registered:
+                client.set_tag(replication, "registered_model",
+                               f"{exported.registered['name']}/{exported.registered['version']}")
+        (out / "findings.md").write_text(report)
+        write_json(out / "analysis.json", {name: results.as_dict() for name, results in analysis.items()})
+        write_json(out / "distance.json", distance)
+        for name in ("findings.md", "analysis.json", "distance.json", "distance.png", "robustness_curves.png"):
+            client.log_artifact(replication, str(out / name), artifact_path="findings")
+    except KeyboardInterrupt:  # Ctrl-C: Tune stopped the replicas (run_replicas), or it came before or after
+        import ray
+
+        ray.shutdown()
+        tracking.end_running_children(client, saved["experiment_id"], replication, "KILLED")
+        client.set_terminated(replication, status="KILLED")
+        print(f"\ninterrupted: the replication run is marked KILLED; start it again with: python -m study.replicate "
+              f"{study_dir}", file=sys.stderr)
+        return 130
+    except BaseException:  # a failure leaves no run RUNNING
+        tracking.end_running_children(client, saved["experiment_id"], replication, "KILLED")
+        client.set_terminated(replication, status="FAILED")
+        raise
     client.set_terminated(replication, status="FINISHED")
     print(report)
     print(f"\n{len(replicas)} replicas in {minutes:.1f} min. Findings: {out / 'findings.md'}")

@@ -7,7 +7,8 @@ over the candidate pool of that split, keys S.acc.L.<figure> (shown below withou
   acc.L.clean                their mean
   acc.L.attacked_eps<e>      L->English with each L query attacked: PGD in the input-embedding space pushing
                              the query away from its true translation (untargeted), radius e (L2 per token)
-  acc.L.noise_eps<e>         L->English with uniform random noise of radius e on the query
+  acc.L.noise_eps<e>         L->English with uniform random noise of radius e on the query (the draw the
+                             attack of radius e starts from)
   acc.L.typo_p<p>            L->English with character noise (insert/delete/swap/substitute) at rate p
   acc.L.robust               mean attacked accuracy over the radii (the robustness area)
   acc.L.strong_eps<e>        (EvalConfig.strong_attack) L->English under the strong attack: PGD-20 with 3 random
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +113,12 @@ def retrieval_accuracy(queries: torch.Tensor, candidates: torch.Tensor) -> float
 
 
 # ----------------------------------------------------------------------------- perturbed queries
-def _generator(seed: int, *keys) -> torch.Generator:
-    return torch.Generator().manual_seed(zlib.crc32(repr((seed, *keys)).encode()))
+def sentence_seed(seed: int, lang: str, how: str, eps: float, sentence: str) -> int:
+    """The seed of one sentence's random draws for one perturbation (`embed_perturbed`'s how) and radius: it
+    depends on the sentence and the figure only, not on the batch, the split or how many sentences are evaluated
+    with it. "noise" draws what "attack" starts from: the noise figure is the cheap attack's random start."""
+    draw = "attack" if how == "noise" else how
+    return zlib.crc32(repr((seed, lang, draw, eps, sentence)).encode())
 
 
 def margin_to_nearest_wrong(queries: torch.Tensor, candidates: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
@@ -124,19 +130,20 @@ def margin_to_nearest_wrong(queries: torch.Tensor, candidates: torch.Tensor, gol
 
 
 def embed_perturbed(encoder: Encoder, token_ids, targets: torch.Tensor, eps: float, how: str,
-                    steps: int, generator: torch.Generator, perturb_special: bool = False,
-                    restarts: int = 1) -> torch.Tensor:
+                    steps: int, seeds: Sequence[int], perturb_special: bool = False,
+                    restarts: int = 1, start_out: torch.Tensor | None = None) -> torch.Tensor:
     """Query embeddings with perturbed input embeddings; query i's true candidate is targets[i]. how =
     "attack": PGD-`steps` pushing each query away from its target (minus the cosine), the cheap attack;
     "strong": RestartPGD (`steps` steps, `restarts` random starts) on the margin between the nearest wrong
     candidate among all `targets` and the true one; "noise": uniform in the ball. Only the positions
-    `Encoder.perturbable_mask` allows move, unless `perturb_special`. Deterministic given the generator."""
+    `Encoder.perturbable_mask` allows move, unless `perturb_special`. Query i's random draws come from a
+    generator seeded with seeds[i] (`sentence_seed`), so the result does not depend on the batching.
+    `start_out` (how "attack"): filled with the embeddings at the attack's random start, which are the "noise"
+    embeddings of the same seeds, computed by the attack's first step anyway."""
     model, out = encoder.model, torch.empty_like(targets)
     embed_layer = model.get_input_embeddings()
     for idx, input_ids, mask in encoder.batches(token_ids):
-        # one generator per batch, seeded from the study seed and the batch's first sentence
-        gen = torch.Generator(device=input_ids.device).manual_seed(
-            int(torch.randint(0, 2**31, (1,), generator=generator)) + idx[0])
+        gens = [torch.Generator(device=input_ids.device).manual_seed(seeds[i]) for i in idx]
         movable = mask if perturb_special else encoder.perturbable_mask(input_ids, mask)
         with torch.no_grad():
             inputs = embed_layer(input_ids)
@@ -146,7 +153,7 @@ def embed_perturbed(encoder: Encoder, token_ids, targets: torch.Tensor, eps: flo
                 return sentence_embedding(model, mask, inputs_embeds=x)
 
         if how == "noise":
-            perturbed = inputs + random_in_ball(inputs, movable, eps, "l2", gen)
+            perturbed = inputs + random_in_ball(inputs, movable, eps, "l2", gens)
         elif how == "strong":
             candidates = targets.to(inputs.device).clone()  # a plain tensor: `Encoder.embed` returns inference ones
             gold = torch.as_tensor(idx, device=inputs.device)
@@ -154,16 +161,21 @@ def embed_perturbed(encoder: Encoder, token_ids, targets: torch.Tensor, eps: flo
             def margin(x, candidates=candidates, gold=gold):
                 return margin_to_nearest_wrong(embedding(x), candidates, gold)
 
-            perturbed = RestartPGD(eps, steps=steps, restarts=restarts, generator=gen)(inputs, movable, margin)
+            perturbed = RestartPGD(eps, steps=steps, restarts=restarts, generator=gens)(inputs, movable, margin)
         else:
-            target = targets[idx].to(inputs.device)
+            target, at_start = targets[idx].to(inputs.device), []
 
-            def away_from_target(x, target=target):  # PGD ascends: minus the similarity to the true translation
-                return -(embedding(x) * target).sum()
+            def away_from_target(x, target=target, at_start=at_start):
+                queries = embedding(x)
+                if not at_start:  # PGD's first evaluation is at its random start
+                    at_start.append(queries.detach())
+                return -(queries * target).sum()  # PGD ascends: minus the similarity to the true translation
 
-            perturbed = PGD(eps, steps=steps, generator=gen)(inputs, movable, away_from_target)
+            perturbed = PGD(eps, steps=steps, generator=gens)(inputs, movable, away_from_target)
         with torch.no_grad():
             out[idx] = embedding(perturbed).float().cpu()
+        if start_out is not None:
+            start_out[idx] = at_start[0].float().cpu() if at_start else out[idx]  # 0 steps: the start is the end
     return out
 
 
@@ -192,39 +204,128 @@ def add_typos(sentence: str, rate: float, rng: random.Random) -> str:
     return "".join(out) or sentence
 
 
-# ----------------------------------------------------------------------------- one language
-def evaluate_language(encoder: Encoder, lang: str, config: EvalConfig, data_dir: Path | None,
-                      hits: dict | None = None, split: str | None = None) -> dict:
-    """The figures of one language on `split` (default: the config's); with `hits` (a dict), also the
-    per-sentence L->English hits."""
-    pairs = load_tatoeba(lang, data_dir, config.max_sentences, split or config.split)
-    source_ids = encoder.tokenize(pairs["source"])
-    src, eng = encoder.embed(token_ids=source_ids), encoder.embed(pairs["english"])
-    if hits is not None:
-        hits["l2e"] = retrieval_hits(src, eng).int().tolist()
-    m = {"l2e": retrieval_accuracy(src, eng), "e2l": retrieval_accuracy(eng, src)}
-    m["clean"] = (m["l2e"] + m["e2l"]) / 2
-    kinds = {"attack": "attacked", "noise": "noise", **({"strong": "strong"} if config.strong_attack else {})}
-    for eps in config.radii:
-        for how, figure in kinds.items():
-            gen = _generator(config.seed, lang, how, eps)
-            steps = config.strong_steps if how == "strong" else config.attack_steps
-            queries = embed_perturbed(encoder, source_ids, eng, eps, how, steps, gen,
-                                      perturb_special=config.perturb_special, restarts=config.strong_restarts)
-            name = f"{figure}_eps{fmt(eps)}"
-            m[name] = retrieval_accuracy(queries, eng)
-            if hits is not None and how != "noise":
-                hits[name] = retrieval_hits(queries, eng).int().tolist()
-    for rate in config.typo_rates:
-        rng = random.Random(zlib.crc32(repr((config.seed, lang, "typo", rate)).encode()))
-        typo = encoder.embed([add_typos(s, rate, rng) for s in pairs["source"]])
-        m[f"typo_p{fmt(rate)}"] = retrieval_accuracy(typo, eng)
+# ----------------------------------------------------------------------------- languages
+PERTURBATIONS = {"attack": "attacked", "noise": "noise", "strong": "strong"}  # how -> figure name prefix
+CHUNK_QUERIES = 4096  # queries evaluated together (one length-sorted pass per figure); bounds memory
+
+
+@dataclass
+class QuerySet:
+    """One language's Tatoeba pairs on one split, tokenised once: the queries (the language's sentences) and
+    their candidate pool (the English sides); query i translates candidate i."""
+
+    lang: str
+    split: str
+    source: list[str]
+    english: list[str]
+    source_ids: list[list[int]]
+
+    @classmethod
+    def load(cls, encoder: Encoder, lang: str, split: str, config: EvalConfig, data_dir: Path | None) -> QuerySet:
+        pairs = load_tatoeba(lang, data_dir, config.max_sentences, split)
+        return cls(lang, split, list(pairs["source"]), list(pairs["english"]), encoder.tokenize(pairs["source"]))
+
+    def seeds(self, config: EvalConfig, how: str, eps: float) -> list[int]:
+        return [sentence_seed(config.seed, self.lang, how, eps, s) for s in self.source]
+
+    def typos(self, config: EvalConfig, rate: float) -> list[str]:
+        rng = random.Random(zlib.crc32(repr((config.seed, self.lang, "typo", rate)).encode()))
+        return [add_typos(s, rate, rng) for s in self.source]
+
+
+def figure_name(how: str, eps: float) -> str:
+    return f"{PERTURBATIONS[how]}_eps{fmt(eps)}"
+
+
+def perturbed_figures(config: EvalConfig) -> list[tuple[str, float, str]]:
+    """(how, eps, figure name) of every perturbation the config measures, in the order they are reported."""
+    kinds = ("attack", "noise", "strong") if config.strong_attack else ("attack", "noise")
+    return [(how, eps, figure_name(how, eps)) for eps in config.radii for how in kinds]
+
+
+def summarise(m: dict, config: EvalConfig, n: int) -> dict:
+    """Add the means over the radii (robust, robust_strong) and the sentence count to a language's figures."""
     if config.radii:
         m["robust"] = float(np.mean([m[f"attacked_eps{fmt(e)}"] for e in config.radii]))
         if config.strong_attack:
             m["robust_strong"] = float(np.mean([m[f"strong_eps{fmt(e)}"] for e in config.radii]))
-    m["n"] = len(pairs)
+    m["n"] = n
     return m
+
+
+def evaluate_query_sets(encoder: Encoder, sets: list[QuerySet], config: EvalConfig,
+                        keep_hits: bool = False) -> list[tuple[dict, dict | None]]:
+    """The figures (and, `keep_hits`, the per-sentence L->English hits) of each query set.
+
+    All sets are encoded together, one length-sorted pass per figure: short sentences of every language share
+    batches, so little compute goes to padding, and an English sentence shared by several sets is embedded
+    once. Every query's figures are those of evaluating its set alone (draws are per sentence), up to float
+    rounding. The strong attack's margin runs over a set's own pool, so it runs set by set."""
+    spans, start = [], 0
+    for qs in sets:
+        spans.append(slice(start, start + len(qs.source)))
+        start += len(qs.source)
+    ids = [t for qs in sets for t in qs.source_ids]
+    english = list(dict.fromkeys(e for qs in sets for e in qs.english))
+    row = {e: i for i, e in enumerate(english)}
+    english_emb = encoder.embed(english)
+    pools = [english_emb[[row[e] for e in qs.english]] for qs in sets]
+    gold = torch.cat(pools)  # query i's true candidate
+
+    queries = {"clean": encoder.embed(token_ids=ids)}
+    for eps in config.radii:
+        seeds = [seed for qs in sets for seed in qs.seeds(config, "attack", eps)]
+        noise = torch.empty_like(gold)  # the attack's random start: one draw, one pass, two figures
+        queries[figure_name("attack", eps)] = embed_perturbed(encoder, ids, gold, eps, "attack", config.attack_steps,
+                                                              seeds, config.perturb_special, start_out=noise)
+        queries[figure_name("noise", eps)] = noise
+        if config.strong_attack:
+            queries[figure_name("strong", eps)] = torch.cat([
+                embed_perturbed(encoder, qs.source_ids, pool, eps, "strong", config.strong_steps,
+                                qs.seeds(config, "strong", eps), config.perturb_special, config.strong_restarts)
+                for qs, pool in zip(sets, pools)])
+    for rate in config.typo_rates:
+        queries[f"typo_p{fmt(rate)}"] = encoder.embed([t for qs in sets for t in qs.typos(config, rate)])
+
+    out = []
+    for qs, span, pool in zip(sets, spans, pools):
+        clean = queries["clean"][span]
+        m = {"l2e": retrieval_accuracy(clean, pool), "e2l": retrieval_accuracy(pool, clean)}
+        m["clean"] = (m["l2e"] + m["e2l"]) / 2
+        m.update({name: retrieval_accuracy(q[span], pool) for name, q in queries.items() if name != "clean"})
+        hits = None
+        if keep_hits:
+            hits = {"l2e" if name == "clean" else name: retrieval_hits(q[span], pool).int().tolist()
+                    for name, q in queries.items() if not name.startswith(("noise", "typo"))}
+        out.append((summarise(m, config, len(qs.source)), hits))
+    return out
+
+
+def evaluate_languages(encoder: Encoder, config: EvalConfig, data_dir: Path | None, splits: Sequence[str],
+                       progress=None, hits: dict | None = None) -> dict[str, dict[str, dict]]:
+    """{split: {lang: figures}} for the config's languages on each split, evaluated together in chunks of
+    about CHUNK_QUERIES queries. `progress(lang, figures of splits[0])` after each chunk's languages; `hits`
+    (a dict): filled with each language's per-sentence hits on splits[0]."""
+    out: dict[str, dict[str, dict]] = {split: {} for split in splits}
+    chunk: list[QuerySet] = []
+
+    def run_chunk():
+        for qs, (figures, sentence_hits) in zip(chunk, evaluate_query_sets(encoder, chunk, config, hits is not None)):
+            out[qs.split][qs.lang] = figures
+            if qs.split == splits[0]:
+                if hits is not None:
+                    hits[qs.lang] = sentence_hits
+                if progress:
+                    progress(qs.lang, figures)
+        chunk.clear()
+
+    for lang in config.langs:
+        chunk += [QuerySet.load(encoder, lang, split, config, data_dir) for split in splits]
+        if sum(len(qs.source) for qs in chunk) >= CHUNK_QUERIES:
+            run_chunk()
+    if chunk:
+        run_chunk()
+    return out
 
 
 def english_check(encoder: Encoder, data_dir: Path | None, max_pairs: int | None = None) -> dict:
@@ -234,11 +335,15 @@ def english_check(encoder: Encoder, data_dir: Path | None, max_pairs: int | None
     pairs = load_english_pairs("test", data_dir)
     if max_pairs:
         pairs = pairs.select(range(min(max_pairs, len(pairs))))
-    anchors, positives = encoder.embed(pairs["anchor"]), encoder.embed(pairs["positive"])
     stsb = load_stsb("test", data_dir)
     if max_pairs:
         stsb = stsb.select(range(min(max_pairs, len(stsb))))
-    cos = (encoder.embed(stsb["sentence1"]) * encoder.embed(stsb["sentence2"])).sum(1).numpy()
+    columns = [pairs["anchor"], pairs["positive"], stsb["sentence1"], stsb["sentence2"]]
+    # one length-sorted pass over the distinct sentences (the paraphrase pairs repeat STS-B's: 15% fewer)
+    unique = list(dict.fromkeys(text for column in columns for text in column))
+    embedded, row = encoder.embed(unique), {text: i for i, text in enumerate(unique)}
+    anchors, positives, first, second = (embedded[[row[text] for text in column]] for column in columns)
+    cos = (first * second).sum(1).numpy()
     return {"paraphrase_acc": paraphrase_hits(anchors, positives, pairs["positive"]).float().mean().item(),
             "stsb_spearman": float(spearmanr(cos, stsb["score"]).statistic)}
 
@@ -320,17 +425,14 @@ def evaluate_encoder(encoder: Encoder, config: EvalConfig, data_dir: Path | None
     only (a trial's last epoch: the study's summary quotes them; its objective and ASHA never see them)."""
     was_training = encoder.model.training
     encoder.model.eval()
-    per_lang, hits = {}, {}
-    for lang in config.langs:
-        hits[lang] = {} if config.keep_hits else None
-        per_lang[lang] = evaluate_language(encoder, lang, config, data_dir, hits[lang])
-        if progress:
-            progress(lang, per_lang[lang])
+    splits = [config.split] + (["report"] if also_report and config.split != "report" else [])
+    hits = {} if config.keep_hits else None
+    figures = evaluate_languages(encoder, config, data_dir, splits, progress, hits)
+    per_lang = figures[config.split]
     english = english_check(encoder, data_dir, config.max_english_pairs) if config.english_check else None
     metrics = flatten(per_lang, english, config.split)
-    if also_report and config.split != "report":
-        report = {lang: evaluate_language(encoder, lang, config, data_dir, split="report") for lang in config.langs}
-        metrics.update(flatten(report, None, "report", objectives=False))
+    if "report" in splits[1:]:
+        metrics.update(flatten(figures["report"], None, "report", objectives=False))
     encoder.model.train(was_training)
     result = {"languages": per_lang, "english": english, "metrics": metrics}
     if config.keep_hits:

@@ -204,6 +204,9 @@ def study_tuner(settings: dict, study_dir: Path, callback):
     tune_config = tune.TuneConfig(metric=objective_metric(settings["objective"]) if single else None,
                                   mode="max" if single else None, search_alg=make_searcher(settings, space, scheduler),
                                   scheduler=scheduler, num_samples=settings["num_samples"],
+                                  # a trial process runs trial after trial: torch, transformers and the data
+                                  # loaders are imported once per worker, not once per trial (study.bench study)
+                                  reuse_actors=True,
                                   trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}")
     columns = progress_columns([*space.space, "method"])
     # no Tune retention (it would force an experiment snapshot per checkpoint): the trainable keeps its newest two

@@ -377,8 +377,7 @@ def test_special_tokens_and_prefix_stay_out_of_the_perturbation(scratch, batches
     monkeypatch.setattr(robustness, "PGD", RecordingPGD)
     targets = scratch.embed(token_ids=ids)
     for special in (False, True):
-        robustness.embed_perturbed(scratch, ids, targets, 0.1, "attack", 1, torch.Generator().manual_seed(0),
-                                   perturb_special=special)
+        robustness.embed_perturbed(scratch, ids, targets, 0.1, "attack", 1, range(len(ids)), perturb_special=special)
         check(moved.pop()[0], everything=special)
 
 
@@ -428,9 +427,9 @@ def test_strong_attack_is_at_least_as_strong_as_the_cheap_one_and_stays_in_the_b
 
     pairs = load_tatoeba("swh", data_dir, 24)
     ids, eng = encoder.tokenize(pairs["source"]), encoder.embed(pairs["english"])
-    eps, gen = 0.1, lambda: torch.Generator().manual_seed(0)
-    cheap_queries = embed_perturbed(encoder, ids, eng, eps, "attack", 3, gen())
-    strong_queries = embed_perturbed(encoder, ids, eng, eps, "strong", 20, gen(), restarts=2)
+    eps, seeds = 0.1, range(len(ids))
+    cheap_queries = embed_perturbed(encoder, ids, eng, eps, "attack", 3, seeds)
+    strong_queries = embed_perturbed(encoder, ids, eng, eps, "strong", 20, seeds, restarts=2)
     cheap, strong = retrieval_accuracy(cheap_queries, eng), retrieval_accuracy(strong_queries, eng)
     clean = retrieval_accuracy(encoder.embed(token_ids=ids), eng)
     print(f"swh, 24 sentences, eps {eps}: clean {clean:.3f}  PGD-3 {cheap:.3f}  strong {strong:.3f}")
@@ -451,7 +450,8 @@ def test_strong_attack_is_at_least_as_strong_as_the_cheap_one_and_stays_in_the_b
         return margin_to_nearest_wrong(sentence_embedding(model, mask, inputs_embeds=x), eng.clone(),
                                        torch.arange(8))
 
-    out = RestartPGD(eps, steps=3, restarts=2, generator=gen())(inputs, mask=movable, loss_fn=margin)
+    restart_pgd = RestartPGD(eps, steps=3, restarts=2, generator=torch.Generator().manual_seed(0))
+    out = restart_pgd(inputs, mask=movable, loss_fn=margin)
     assert len(seen) == 1 + 2 * (3 + 1), "clean point, then steps + final point per restart"
     for delta in [*seen, out - inputs]:
         assert delta.norm(dim=-1).max().item() <= eps + 1e-5
@@ -505,3 +505,28 @@ def test_rs_da_without_wordnet_is_one_line_naming_the_package(model_dir, data_di
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and lines[-1].startswith("error: WordNet not found"), result.stderr[-2000:]
     assert "apt-get install wordnet-base" in lines[-1] and not (tmp_path / "never").exists()
+
+
+def test_evaluation_figures_do_not_depend_on_how_languages_are_batched(encoder, data_dir):
+    """The evaluation encodes every language and split together (study.robustness.evaluate_query_sets); each
+    language's figures, hits included, must equal those of evaluating it alone, in batches of another size: the
+    draws are per sentence, and the noise figure is the attack's random start, the same as a noise pass."""
+    from study.robustness import EvalConfig, QuerySet, embed_perturbed, evaluate_query_sets, retrieval_accuracy
+
+    config = EvalConfig(langs=["swh", "uig"], max_sentences=12, radii=(0.05, 0.5), attack_steps=2)
+    sets = [QuerySet.load(encoder, lang, split, config, data_dir) for lang in config.langs
+            for split in ("selection", "report")]
+    together = evaluate_query_sets(encoder, sets, config, keep_hits=True)
+    small = encoder.max_tokens
+    try:
+        encoder.max_tokens = 64  # a few sentences per batch
+        alone = [evaluate_query_sets(encoder, [qs], config, keep_hits=True)[0] for qs in sets]
+        qs = sets[0]
+        pool = encoder.embed(qs.english)
+        noise = embed_perturbed(encoder, qs.source_ids, pool, 0.5, "noise", 0, qs.seeds(config, "noise", 0.5))
+    finally:
+        encoder.max_tokens = small
+    assert together == alone
+    assert together[0][0]["noise_eps0.5"] == retrieval_accuracy(noise, pool)
+    figures = together[0][0]
+    assert figures["attacked_eps0.5"] < figures["l2e"] and figures["n"] == 12  # not vacuous: the attack bites

@@ -7,7 +7,8 @@ where `loss_fn(perturbed inputs) -> scalar` is the loss the attack pushes up.
 The budget: `eps`, the radius, under `norm`:
   "l2"   (default) per token: every token's perturbation vector has Euclidean norm <= eps;
   "linf" every coordinate of the perturbation lies in [-eps, eps].
-Padding positions (mask 0) are never perturbed.
+Padding positions (mask 0) are never perturbed. Random draws come from `generator`: one for the batch (training),
+or one per example (evaluation: an example's draws are then the same in any batch, see `random_in_ball`).
 
 Two attacks *train while they perturb* (`accumulates_parameter_gradients = True`): they call
 `backward()` on `loss_fn(...) / steps` themselves, so parameter gradients accumulate over their
@@ -29,24 +30,38 @@ Two more, outside the embedding-space interface above:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 
 NORMS = ("l2", "linf")
 
 
-def random_in_ball(inputs: torch.Tensor, mask: torch.Tensor, eps: float, norm: str,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """A perturbation drawn uniformly from the eps-ball (per token for l2), zero on padding."""
-    shape, device = inputs.shape, inputs.device
+def _ball_draw(shape, eps: float, norm: str, generator, device) -> torch.Tensor:
+    """Vectors of the last dimension drawn uniformly from the eps-ball (per vector for l2)."""
     if norm == "linf":
-        delta = (torch.rand(shape, generator=generator, device=device) * 2 - 1) * eps
-    else:
-        direction = torch.randn(shape, generator=generator, device=device)
-        direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        # radius ~ eps * U^(1/d) makes the draw uniform in the d-dimensional ball, not on its shell
-        u = torch.rand(shape[:-1] + (1,), generator=generator, device=device)
-        delta = direction * eps * u.pow(1.0 / shape[-1])
+        return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * eps
+    direction = torch.randn(shape, generator=generator, device=device)
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    # radius ~ eps * U^(1/d) makes the draw uniform in the d-dimensional ball, not on its shell
+    u = torch.rand(tuple(shape[:-1]) + (1,), generator=generator, device=device)
+    return direction * eps * u.pow(1.0 / shape[-1])
+
+
+def random_in_ball(inputs: torch.Tensor, mask: torch.Tensor, eps: float, norm: str,
+                   generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    """A perturbation drawn uniformly from the eps-ball (per token for l2), zero where `mask` is 0.
+
+    `generator`: one for the whole batch, or one per row; then row i's draw covers its mask's positions only
+    and comes from generators[i] alone, so it is the same whatever batch (and padding) the row travels in."""
+    if isinstance(generator, Sequence):
+        delta = torch.zeros_like(inputs)
+        for row, gen in enumerate(generator):
+            where = mask[row].bool()
+            delta[row, where] = _ball_draw((int(where.sum()), inputs.shape[-1]), eps, norm, gen,
+                                           inputs.device).to(inputs.dtype)
+        return delta
+    delta = _ball_draw(inputs.shape, eps, norm, generator, inputs.device)
     return delta * mask.unsqueeze(-1).to(delta.dtype)
 
 
@@ -62,7 +77,8 @@ class EmbeddingAttack:
     name = "base"
     accumulates_parameter_gradients = False
 
-    def __init__(self, eps: float, norm: str = "l2", generator: torch.Generator | None = None):
+    def __init__(self, eps: float, norm: str = "l2",
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None):
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if norm not in NORMS:

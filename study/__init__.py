@@ -8,6 +8,7 @@ Where things live (commands, run as `python -m study.<name>`, import only the li
   study.export      command: a study's trial as a sentence-transformers model, registered in MLflow
   study.bench       command: benchmarks (training step, encoding, evaluation, Tune overhead, driver load)
   study.models      the default encoder (converted offline once) and model loading; command: prepare it
+  study.settings    a study's flags, checked into one settings dict before anything is written
   study.data        Tatoeba pairs per language, English training / check pairs
   study.languages   metadata of the 112 Tatoeba languages and the default groups
   study.encoding    sentence embeddings: tokenise, batch by length, mean-pool

@@ -265,7 +265,7 @@ def bench_study(args) -> None:
     from study import tracking
     from study.raycluster import start_ray
     from study.robustness import evaluate_encoder
-    from study.run import parse_args, validate
+    from study.settings import parse_args, validate
     from study.tuning import study_tuner
     from trainables.config import TrialConfig
     from trainables.trainable import HybridTrainer

@@ -1,0 +1,111 @@
+"""A study's command line: the flags of `python -m study.run`, checked into one settings dict before anything
+is written or started. The run command uses it; so does `study.bench study`, which times the same study."""
+
+from __future__ import annotations
+
+import argparse
+
+from search_spaces import SPACE_NAMES, load_space
+from study.budgets import resolve_budget
+from study.data import load_english_pairs, load_tatoeba, resolve_data_dir
+from study.errors import ConfigError, UsageError
+from study.languages import resolve_languages
+from study.robustness import OBJECTIVES, EvalConfig
+from study.studydir import check_storage
+from trainables.attacks import ATTACKS
+from trainables.synonyms import load_wordnet
+
+DESCRIPTION = "Run a study: `python -m study.run --space hybrid_ratio`."
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m study.run", description=DESCRIPTION)
+    p.add_argument("--space", help=f"search space: {', '.join(SPACE_NAMES)} (default: hybrid_ratio)")
+    p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    p.add_argument("--budget", help="smoke, cpu, gpu, or auto (default: gpu when the Ray cluster has GPUs on any "
+                                    "node, else cpu)")
+    p.add_argument("--num-samples", type=int, help="trials, the r = 0 baseline included (default: budget's)")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: budget's)")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="robust: mean attacked accuracy over the low-resource group (default); clean; "
+                        "pareto: both, multi-objective")
+    p.add_argument("--range", action="append", default=[], metavar="KEY=LOW,HIGH",
+                   help="narrow a searched key, e.g. --range ratio=0,0.5 --range epsilon=0.05,0.5 (repeatable)")
+    p.add_argument("--method", help="attack method for every trial (pgd, fgsm, freelb, rs-rp, rs-da), "
+                                    "unless the space searches it")
+    p.add_argument("--langs", help="evaluation languages, comma-separated codes (default: budget's)")
+    p.add_argument("--group", choices=["low", "high", "all"], help="evaluation language group")
+    p.add_argument("--model", help="model directory or hub id (default: multilingual-e5-small)")
+    p.add_argument("--data-dir", help="data directory (default: $STUDY_DATA_DIR or ../shared/data)")
+    p.add_argument("--out", help="study directory (default: studies/<space>-<time>)")
+    p.add_argument("--resume", metavar="STUDY_DIR", help="continue an interrupted study, with its own settings")
+    p.add_argument("--seed", type=int, help="study seed (default 0)")
+    p.add_argument("--address", help="Ray cluster to join (auto, or HOST:PORT of the head's GCS); default: a "
+                                     "local Ray. Ray Client (ray://) is not supported: submit the study as a job")
+    p.add_argument("--storage-path", metavar="URI",
+                   help="where trials keep checkpoints and Tune its state: s3://BUCKET/PREFIX, gs://..., or a path "
+                        "every node mounts; needed on a cluster whose nodes share no disk (default: STUDY_DIR/ray)")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU between trials, e.g. 0.5")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources allow)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an "
+                                          "embedded store in the study directory); credentials go in "
+                                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard host for a local Ray")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- validation (before any write)
+def validate(args, cluster_has_gpus: bool | None = None) -> dict:
+    """Check every input; return the study settings. Raises an InputError, writes nothing. `--budget auto`
+    needs `cluster_has_gpus` (known once Ray is up); without it, the settings are those of the cpu budget."""
+    ranges = {}
+    for text in args.range:
+        key, _, bounds = text.partition("=")
+        try:
+            low, high = (float(x) for x in bounds.split(","))
+        except ValueError:
+            raise UsageError(f"--range {text!r}: expected KEY=LOW,HIGH, e.g. ratio=0,0.5") from None
+        ranges[key.strip()] = (low, high)
+    space = load_space(args.space or "hybrid_ratio", ranges)
+    budget_name, budget = resolve_budget(args.budget or "auto", cluster_has_gpus)
+    for name in ("num_samples", "epochs", "max_concurrent"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("cpus_per_trial", "gpus_per_trial"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.method and args.method not in ATTACKS:
+        raise UsageError(f"unknown attack method '{args.method}' (one of {', '.join(ATTACKS)})")
+    if "rs-da" in {args.method, space.fixed.get("method"), *getattr(space.space.get("method"), "options", ())}:
+        load_wordnet()  # rs-da's synonyms: without WordNet, one line naming the package, before anything starts
+    try:
+        langs = (resolve_languages(args.langs, args.group) if (args.langs or args.group)
+                 else budget.eval.get("langs") or resolve_languages())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    data_dir = resolve_data_dir(args.data_dir)
+    seed = args.seed if args.seed is not None else 0
+    eval_config = {**budget.eval, "langs": list(langs), "seed": seed}
+    EvalConfig(**eval_config)  # radii etc. checked here
+    storage_path = check_storage(args.storage_path) if args.storage_path else None
+    return dict(space=space.name, ranges=ranges, budget=budget_name, objective=args.objective or "robust",
+                seed=seed, num_samples=args.num_samples or budget.num_samples, epochs=args.epochs or budget.epochs,
+                method=args.method, model=args.model or "multilingual-e5-small",
+                data_dir=str(data_dir) if data_dir else None,
+                eval=eval_config, max_train_pairs=budget.max_train_pairs, batch_size=budget.batch_size,
+                train=budget.train,
+                cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else budget.cpus_per_trial,
+                gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else budget.gpus_per_trial,
+                max_concurrent=args.max_concurrent, storage_path=storage_path)
+
+
+def check_data(settings: dict) -> None:
+    """Read every file the study needs once, so a missing or malformed one fails now, not mid-study."""
+    data_dir = resolve_data_dir(settings["data_dir"]) if settings["data_dir"] else resolve_data_dir()
+    for lang in settings["eval"]["langs"]:
+        load_tatoeba(lang, data_dir)
+    for split in ("train", "test"):
+        load_english_pairs(split, data_dir)

@@ -252,11 +252,38 @@ def bench_evaluate(args) -> None:
 
 
 # ----------------------------------------------------------------------------- study
+def trials_by_hand(trials: list, cpus: int) -> dict:
+    """The trials' work without Tune: each (config, epochs) trained and evaluated as its Tune trial did, back to
+    back, in this process. Returns the seconds of each trial and of all training and all evaluation."""
+    from study.robustness import evaluate_encoder
+    from trainables.config import TrialConfig
+    from trainables.trainable import HybridTrainer
+
+    torch.set_num_threads(cpus)
+    seconds = {"trials": [], "train": 0.0, "eval": 0.0}
+    for config, epochs in trials:
+        trial_start = time.perf_counter()
+        trainer = HybridTrainer(TrialConfig.from_dict(config))
+        while trainer.epoch < epochs:
+            seconds["train"] += trainer.train_epoch()["train.seconds"]
+            if trainer.cfg.eval_every_epoch or trainer.epoch == trainer.cfg.epochs:
+                eval_start = time.perf_counter()
+                evaluate_encoder(trainer.encoder, trainer.cfg.eval, trainer.data_dir,
+                                 also_report=trainer.epoch == trainer.cfg.epochs)
+                seconds["eval"] += time.perf_counter() - eval_start
+        seconds["trials"].append(time.perf_counter() - trial_start)
+    return seconds
+
+
 def bench_study(args) -> None:
     """N tiny real trials as a Ray Tune study (the study's own Tuner: Optuna, ASHA, checkpoints, the MLflow
     callback, one trial at a time on all the CPUs) against the same trials, with the same configurations and
-    epochs, trained and evaluated by hand back to back in one process."""
+    epochs, trained and evaluated by hand back to back in one fresh process. Both sides start Python processes
+    that import torch and load the model (Tune's worker, the by-hand process); neither starts from a warm one."""
+    import json
     import shutil
+    import subprocess
+    import sys
     import tempfile
     from pathlib import Path
 
@@ -264,7 +291,6 @@ def bench_study(args) -> None:
 
     from study import tracking
     from study.raycluster import start_ray
-    from study.robustness import evaluate_encoder
     from study.settings import parse_args, validate
     from study.tuning import study_tuner
     from trainables.config import TrialConfig
@@ -273,8 +299,7 @@ def bench_study(args) -> None:
     settings = validate(parse_args(["--budget", args.budget, "--num-samples", str(args.trials),
                                     "--max-concurrent", "1", "--cpus-per-trial", str(args.cpus)]))
     work = Path(tempfile.mkdtemp(prefix="bench-study-", dir=args.work_dir))
-    torch.set_num_threads(args.cpus)
-    HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # warm-up: model files, data, imports
+    HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # model files and data in the page cache
 
     start = time.perf_counter()
     start_ray(None)
@@ -284,37 +309,46 @@ def bench_study(args) -> None:
     experiment = tracking.experiment_id(client, work, uri)
     parent = tracking.start_parent_run(client, experiment, name="bench study", params={"trials": args.trials},
                                        tags={"bench": "study"})
+    driver_cpu = time.process_time()
     grid = study_tuner(settings, work, tracking.ChildRunLogger(uri, experiment, parent)).fit()
+    driver_cpu = time.process_time() - driver_cpu
     client.set_terminated(parent, status="FINISHED")
     ray.shutdown()
     tuned = time.perf_counter() - start
-    trials = [(r.config, r.metrics["training_iteration"]) for r in grid if not r.error]
-    in_trials = sum(r.metrics["time_total_s"] for r in grid if not r.error)  # inside the trials' processes
-    if len(trials) != args.trials:
-        raise SystemExit(f"{args.trials - len(trials)} of {args.trials} Tune trials failed; see {work}")
-
-    start = time.perf_counter()
-    by_hand_trial = []
-    for config, epochs in trials:  # what each trial did, without Tune
-        trial_start = time.perf_counter()
-        trainer = HybridTrainer(TrialConfig.from_dict(config))
-        while trainer.epoch < epochs:
-            trainer.train_epoch()
-            if trainer.cfg.eval_every_epoch or trainer.epoch == trainer.cfg.epochs:
-                evaluate_encoder(trainer.encoder, trainer.cfg.eval, trainer.data_dir,
-                                 also_report=trainer.epoch == trainer.cfg.epochs)
-        by_hand_trial.append(time.perf_counter() - trial_start)
-    by_hand = time.perf_counter() - start
+    done = [r for r in grid if not r.error]
+    if len(done) != args.trials:
+        raise SystemExit(f"{args.trials - len(done)} of {args.trials} Tune trials failed; see {work}")
+    inside = [r.metrics["time_total_s"] for r in done]  # each trial's own time, in its worker process
+    # where that time goes: training and evaluation (what the trial reports), and the rest
+    in_ray = {part: sum(r.metrics_dataframe[f"{part}.seconds"].sum() for r in done) for part in ("train", "eval")}
+    trials = [(r.config, r.metrics["training_iteration"]) for r in done]
     shutil.rmtree(work, ignore_errors=True)
+
+    script = ("import json, sys; from study.bench import trials_by_hand; "
+              "print(json.dumps(trials_by_hand(*json.loads(sys.argv[1]))))")
+    start = time.perf_counter()
+    process = subprocess.run([sys.executable, "-c", script, json.dumps([trials, args.cpus])],
+                             capture_output=True, text=True)
+    by_hand = time.perf_counter() - start
+    if process.returncode:
+        raise SystemExit(f"the trials by hand failed:\n{process.stderr[-2000:]}")
+    hand = json.loads(process.stdout.strip().splitlines()[-1])
 
     epochs = sum(e for _, e in trials)
     print(f"{args.trials} trials ({epochs} epochs in all; budget {args.budget}: {settings['max_train_pairs']} "
           f"training pairs, {len(settings['eval']['langs'])} languages x {settings['eval']['max_sentences']} "
-          f"sentences), one at a time, {args.cpus} CPUs, torch threads {torch.get_num_threads()}")
-    print(f"by hand, one process      {by_hand:>8.1f} s  ({statistics.mean(by_hand_trial):.1f} s a trial)")
-    print(f"Ray Tune study            {tuned:>8.1f} s  (Ray start, Optuna, ASHA, checkpoints, MLflow callback)")
-    print(f"  of which: Ray start {ray_start:.1f} s; inside the trials {in_trials:.1f} s (their training, evaluation, "
-          f"checkpoints and reports); the rest, between trials, {tuned - ray_start - in_trials:.1f} s")
+          f"sentences), one at a time, {args.cpus} CPUs")
+    print(f"by hand, one process      {by_hand:>8.1f} s  (Python start and imports "
+          f"{by_hand - sum(hand['trials']):.1f} s, then {statistics.mean(hand['trials']):.1f} s a trial)")
+    print(f"Ray Tune study            {tuned:>8.1f} s  (Ray start, Optuna, ASHA, checkpoints, MLflow callback; "
+          f"the driver's CPU time {driver_cpu:.1f} s)")
+    print(f"  of which: Ray start {ray_start:.1f} s; inside the trials {sum(inside):.1f} s; the rest (worker start, "
+          f"between trials, Tune's start and end) {tuned - ray_start - sum(inside):.1f} s")
+    for label, total, parts in (("inside Ray", sum(inside), in_ray), ("by hand", sum(hand["trials"]), hand)):
+        print(f"  {label:<11} training {parts['train']:.1f} s, evaluation {parts['eval']:.1f} s, the rest "
+              f"{total - parts['train'] - parts['eval']:.1f} s (model load; in Ray also checkpoints and reports)")
+    print(f"  a trial inside Ray, in order: {', '.join(f'{t:.1f}' for t in inside)} s; "
+          f"by hand: {', '.join(f'{t:.1f}' for t in hand['trials'])} s")
     print(f"overhead {tuned / by_hand:.2f}x the trials run by hand ({(tuned - by_hand) / args.trials:+.1f} s a trial; "
           f"{(tuned - ray_start) / by_hand:.2f}x without starting Ray)")
 

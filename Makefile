@@ -28,7 +28,7 @@ study: encoder
 
 test: encoder
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q --durations=12 tests $(ARGS)  # the slowest tests, for the suite's time
 
 bench: encoder
 	$(PY) -m study.bench train-step

@@ -300,6 +300,13 @@ def holm_stars(intervals: dict[str, Interval | None]) -> dict[str, bool]:
 MDE_TARGET = 0.02  # the change of the low-resource group's robust accuracy the report asks to resolve
 
 
+def _replicated(top: int) -> str:
+    """What the set-up says was replicated: one best configuration, or `top` of them, with baselines."""
+    if top == 1:
+        return "the best configuration and its baseline"
+    return f"the {top} best configurations and their baselines"
+
+
 def findings(f: Findings) -> str:
     """The Markdown report, written from the numbers."""
     params = f.chosen_config(f.best)
@@ -351,8 +358,8 @@ def findings(f: Findings) -> str:
              "## Set-up", "",
              f"- encoder: {settings['model']}; fine-tuned on English pairs only (STS-B >= 4, MSRP paraphrases)",
              f"- search: space `{settings['space']}`, {settings['budget']} budget, objective {settings['objective']}",
-             f"- replication: the {len([c for c in f.chosen if c[0] not in BASELINES])} best configurations and "
-             f"their baselines x {f.seeds} seeds ({f.seeds_note}); {f.budget}",
+             f"- replication: {_replicated(len([c for c in f.chosen if c[0] not in BASELINES]))} x {f.seeds} "
+             f"seeds ({f.seeds_note}); {f.budget}",
              "- baselines: `baseline` = r = 0 at the best configuration's other settings (the comparison every "
              "'best - baseline' column makes)" + (
                  "; `study_baseline` = the study's own r = 0 trial, which trains differently (the space tuned "

@@ -275,38 +275,24 @@ def trials_by_hand(trials: list, cpus: int) -> dict:
     return seconds
 
 
-def bench_study(args) -> None:
-    """N tiny real trials as a Ray Tune study (the study's own Tuner: Optuna, ASHA, checkpoints, the MLflow
-    callback, one trial at a time on all the CPUs) against the same trials, with the same configurations and
-    epochs, trained and evaluated by hand back to back in one fresh process. Both sides start Python processes
-    that import torch and load the model (Tune's worker, the by-hand process); neither starts from a warm one."""
-    import json
+def _tune_study(args, settings: dict) -> dict:
+    """One Ray Tune study of the trials, as `study.run` runs it: Ray started (the MLflow store opened
+    meanwhile), the parent run, the study's Tuner, Ray shut down. Seconds, and the trials' configurations."""
     import shutil
-    import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
     import ray
 
     from study import tracking
-    from study.raycluster import start_ray
-    from study.settings import parse_args, validate
+    from study.raycluster import start_ray_alongside
     from study.tuning import study_tuner
-    from trainables.config import TrialConfig
-    from trainables.trainable import HybridTrainer
 
-    settings = validate(parse_args(["--budget", args.budget, "--num-samples", str(args.trials),
-                                    "--max-concurrent", "1", "--cpus-per-trial", str(args.cpus)]))
     work = Path(tempfile.mkdtemp(prefix="bench-study-", dir=args.work_dir))
-    HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # model files and data in the page cache
-
     start = time.perf_counter()
-    start_ray(None)
-    ray_start = time.perf_counter() - start
     uri = tracking.default_tracking_uri(work)
-    client = tracking.client_for(uri)
-    experiment = tracking.experiment_id(client, work, uri)
+    client, experiment = start_ray_alongside(lambda: tracking.open_experiment(uri, work), None)
+    ray_start = time.perf_counter() - start
     parent = tracking.start_parent_run(client, experiment, name="bench study", params={"trials": args.trials},
                                        tags={"bench": "study"})
     driver_cpu = time.process_time()
@@ -314,43 +300,89 @@ def bench_study(args) -> None:
     driver_cpu = time.process_time() - driver_cpu
     client.set_terminated(parent, status="FINISHED")
     ray.shutdown()
-    tuned = time.perf_counter() - start
+    total = time.perf_counter() - start
     done = [r for r in grid if not r.error]
     if len(done) != args.trials:
         raise SystemExit(f"{args.trials - len(done)} of {args.trials} Tune trials failed; see {work}")
-    inside = [r.metrics["time_total_s"] for r in done]  # each trial's own time, in its worker process
-    # where that time goes: training and evaluation (what the trial reports), and the rest
-    in_ray = {part: sum(r.metrics_dataframe[f"{part}.seconds"].sum() for r in done) for part in ("train", "eval")}
-    trials = [(r.config, r.metrics["training_iteration"]) for r in done]
     shutil.rmtree(work, ignore_errors=True)
+    # each trial's own time in its worker process, and what the trials report of training and evaluation
+    return {"total": total, "ray_start": ray_start, "driver_cpu": driver_cpu,
+            "trials": [r.metrics["time_total_s"] for r in done],
+            **{part: sum(r.metrics_dataframe[f"{part}.seconds"].sum() for r in done) for part in ("train", "eval")},
+            "configs": [(r.config, r.metrics["training_iteration"]) for r in done]}
+
+
+def _study_by_hand(configs: list, cpus: int) -> dict:
+    """The same trials by hand (`trials_by_hand`) in a fresh Python process: its start and imports count."""
+    import json
+    import subprocess
 
     script = ("import json, sys; from study.bench import trials_by_hand; "
               "print(json.dumps(trials_by_hand(*json.loads(sys.argv[1]))))")
     start = time.perf_counter()
-    process = subprocess.run([sys.executable, "-c", script, json.dumps([trials, args.cpus])],
+    process = subprocess.run([sys.executable, "-c", script, json.dumps([configs, cpus])],
                              capture_output=True, text=True)
-    by_hand = time.perf_counter() - start
+    total = time.perf_counter() - start
     if process.returncode:
         raise SystemExit(f"the trials by hand failed:\n{process.stderr[-2000:]}")
-    hand = json.loads(process.stdout.strip().splitlines()[-1])
+    return {"total": total, **json.loads(process.stdout.strip().splitlines()[-1])}
 
-    epochs = sum(e for _, e in trials)
+
+def bench_study(args) -> None:
+    """N tiny real trials as a Ray Tune study (the study's own Tuner: Optuna, ASHA, checkpoints, the MLflow
+    callback, one trial at a time on all the CPUs) against the same trials, with the same configurations and
+    epochs, trained and evaluated by hand back to back in one fresh process. Both sides start Python processes
+    that import torch and load the model (Tune's worker, the by-hand process); neither starts from a warm one.
+    Rounds alternate the order (Tune first, then by hand first, ...): on a machine whose speed drifts by 10%
+    within minutes, one pair of runs measures the drift as much as the overhead."""
+    from study.settings import parse_args, validate
+    from trainables.config import TrialConfig
+    from trainables.trainable import HybridTrainer
+
+    settings = validate(parse_args(["--budget", args.budget, "--num-samples", str(args.trials),
+                                    "--max-concurrent", "1", "--cpus-per-trial", str(args.cpus)]))
+    HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # model files and data in the page cache
+
+    tuned, by_hand, configs = [], [], None
+    for round_ in range(args.rounds):
+        for side in (("tune", "hand") if round_ % 2 == 0 else ("hand", "tune")):
+            if side == "tune":
+                tuned.append(_tune_study(args, settings))
+                configs = configs or tuned[-1]["configs"]
+                if tuned[-1]["configs"] != configs:
+                    print("note: Tune proposed other configurations than in round 1", file=sys.stderr)
+            else:
+                by_hand.append(_study_by_hand(configs, args.cpus))
+        ratio = tuned[-1]["total"] / by_hand[-1]["total"]
+        print(f"round {round_ + 1}: Tune {tuned[-1]['total']:.1f} s, by hand {by_hand[-1]['total']:.1f} s, "
+              f"{ratio:.2f}x", file=sys.stderr)
+
+    def mean(runs, key):
+        return statistics.mean(run[key] if not isinstance(run[key], list) else sum(run[key]) for run in runs)
+
+    tune_s, hand_s, start_s = mean(tuned, "total"), mean(by_hand, "total"), mean(tuned, "ray_start")
+    inside, hand_trials = mean(tuned, "trials"), mean(by_hand, "trials")
+    epochs = sum(e for _, e in configs)
     print(f"{args.trials} trials ({epochs} epochs in all; budget {args.budget}: {settings['max_train_pairs']} "
           f"training pairs, {len(settings['eval']['langs'])} languages x {settings['eval']['max_sentences']} "
-          f"sentences), one at a time, {args.cpus} CPUs")
-    print(f"by hand, one process      {by_hand:>8.1f} s  (Python start and imports "
-          f"{by_hand - sum(hand['trials']):.1f} s, then {statistics.mean(hand['trials']):.1f} s a trial)")
-    print(f"Ray Tune study            {tuned:>8.1f} s  (Ray start, Optuna, ASHA, checkpoints, MLflow callback; "
-          f"the driver's CPU time {driver_cpu:.1f} s)")
-    print(f"  of which: Ray start {ray_start:.1f} s; inside the trials {sum(inside):.1f} s; the rest (worker start, "
-          f"between trials, Tune's start and end) {tuned - ray_start - sum(inside):.1f} s")
-    for label, total, parts in (("inside Ray", sum(inside), in_ray), ("by hand", sum(hand["trials"]), hand)):
-        print(f"  {label:<11} training {parts['train']:.1f} s, evaluation {parts['eval']:.1f} s, the rest "
-              f"{total - parts['train'] - parts['eval']:.1f} s (model load; in Ray also checkpoints and reports)")
-    print(f"  a trial inside Ray, in order: {', '.join(f'{t:.1f}' for t in inside)} s; "
-          f"by hand: {', '.join(f'{t:.1f}' for t in hand['trials'])} s")
-    print(f"overhead {tuned / by_hand:.2f}x the trials run by hand ({(tuned - by_hand) / args.trials:+.1f} s a trial; "
-          f"{(tuned - ray_start) / by_hand:.2f}x without starting Ray)")
+          f"sentences), one at a time, {args.cpus} CPUs; means over {args.rounds} rounds")
+    print(f"by hand, one process      {hand_s:>8.1f} s  (Python start and imports {hand_s - hand_trials:.1f} s, "
+          f"then {hand_trials / args.trials:.1f} s a trial)")
+    print(f"Ray Tune study            {tune_s:>8.1f} s  (Ray start, Optuna, ASHA, checkpoints, MLflow callback; "
+          f"the driver's CPU time {mean(tuned, 'driver_cpu'):.1f} s)")
+    print(f"  of which: Ray start (the MLflow store opened meanwhile) {start_s:.1f} s; inside the trials "
+          f"{inside:.1f} s; the rest (worker start, between trials, Tune's start and end, Ray's shutdown) "
+          f"{tune_s - start_s - inside:.1f} s")
+    for label, runs, total in (("inside Ray", tuned, inside), ("by hand", by_hand, hand_trials)):
+        train, evaluation = mean(runs, "train"), mean(runs, "eval")
+        print(f"  {label:<11} training {train:.1f} s, evaluation {evaluation:.1f} s, the rest "
+              f"{total - train - evaluation:.1f} s (model load; in Ray also checkpoints and reports)")
+    for n, (tune_run, hand_run) in enumerate(zip(tuned, by_hand), 1):
+        print(f"  round {n}: a trial inside Ray {', '.join(f'{t:.1f}' for t in tune_run['trials'])} s; "
+              f"by hand {', '.join(f'{t:.1f}' for t in hand_run['trials'])} s")
+    rounds = ", ".join(f"{t['total'] / h['total']:.2f}x" for t, h in zip(tuned, by_hand))
+    print(f"overhead {tune_s / hand_s:.2f}x the trials run by hand ({(tune_s - hand_s) / args.trials:+.1f} s a trial; "
+          f"{(tune_s - start_s) / hand_s:.2f}x without starting Ray; by round {rounds})")
 
 
 # ----------------------------------------------------------------------------- driver
@@ -544,8 +576,7 @@ def _driver_run(args, trials: int, backend: str, uri: str | None, templates: lis
                     train={}, method=None, storage_path=None)
     space = load_space(settings["space"])
     uri = uri or tracking.default_tracking_uri(work)
-    client = tracking.client_for(uri)
-    experiment = tracking.experiment_id(client, work, uri)
+    client, experiment = tracking.open_experiment(uri, work)
     parent = tracking.start_parent_run(client, experiment, name=f"bench driver {trials} trials {backend}",
                                        params={"trials": trials, "epochs": args.epochs, "langs": len(args.lang_codes),
                                                "legacy": args.legacy}, tags={"bench": "driver"})
@@ -705,6 +736,7 @@ def main(argv=None) -> int:
     study.add_argument("--trials", type=int, default=6)
     study.add_argument("--budget", choices=("smoke", "cpu"), default="smoke", help="the trials' size")
     study.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, all given to the one trial")
+    study.add_argument("--rounds", type=int, default=2, help="Tune and by-hand runs each, in alternating order")
     study.add_argument("--work-dir", help="where the study's temporary folder goes (default: the temp dir)")
     driver = sub.add_parser("driver", help="the study's Ray Tune driver at scale: time per reported result, "
                                            "100 vs 1,000 trials")

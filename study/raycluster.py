@@ -67,6 +67,18 @@ def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
     return context
 
 
+def start_ray_alongside(task, address: str | None, dashboard_host: str = "127.0.0.1"):
+    """`start_ray`, with `task()` run in a thread meanwhile; returns what the task returns (or raises what
+    either raised). ray.init spends most of its 4-6 s waiting for Ray's processes to come up; opening a new
+    SQLite MLflow store (2-3 s of imports and schema migrations) fits in that wait (`study.bench study`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="beside-ray-start") as pool:
+        opened = pool.submit(task)
+        start_ray(address, dashboard_host)
+        return opened.result()
+
+
 def token_auth_on(address: str | None) -> bool:
     """Whether Ray's token authentication guards the dashboard: Ray 2.60 turns it on for a new local instance
     unless RAY_AUTH_MODE says otherwise, and for a joined cluster when a token is configured."""

@@ -9,6 +9,7 @@ evaluated once as the reference row. At the end: a report of the best trials aga
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -23,12 +24,13 @@ from study.raycluster import (
     default_max_concurrent,
     reference_row,
     require_shared_storage,
-    start_ray,
+    start_ray_alongside,
 )
 from study.reporting import build_report
 from study.settings import check_data, parse_args, validate
 from study.studydir import (
     load_study,
+    missing_folders,
     new_study_dir,
     ray_storage,
     save_study,
@@ -96,22 +98,27 @@ def main(argv=None) -> int:
     tracking.check_reachable(uri or "")
     check_data(settings)
     check_model(settings["model"])  # prepares the default encoder once (with progress); a bad one fails here
-    start_ray(args.address, args.dashboard_host)
-    require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
-    if settings["budget"] == "auto":  # decided by the cluster's resources, not by this machine's
-        settings = validate(args, cluster_has_gpus())
-    if settings["max_concurrent"] is None:
-        settings["max_concurrent"] = default_max_concurrent(settings["cpus_per_trial"], settings["gpus_per_trial"],
-                                                            settings["num_samples"], joined=bool(args.address))
-
+    created = [] if args.resume else missing_folders(study_dir)
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create the study directory {study_dir}: {err.strerror}") from None
     record = tracking_record(uri)
     uri = uri or tracking.default_tracking_uri(study_dir)
-    client = tracking.client_for(uri)
-    experiment = tracking.experiment_id(client, study_dir, uri)
+    try:
+        client, experiment = start_ray_alongside(lambda: tracking.open_experiment(uri, study_dir), args.address,
+                                                 args.dashboard_host)
+        require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
+        if settings["budget"] == "auto":  # decided by the cluster's resources, not by this machine's
+            settings = validate(args, cluster_has_gpus())
+    except BaseException:
+        if created:  # a new study that could not start leaves nothing behind
+            shutil.rmtree(created[-1], ignore_errors=True)
+        raise
+    if settings["max_concurrent"] is None:
+        settings["max_concurrent"] = default_max_concurrent(settings["cpus_per_trial"], settings["gpus_per_trial"],
+                                                            settings["num_samples"], joined=bool(args.address))
+
     if args.resume:
         parent = saved["parent_run_id"]
         tracking.check_parent_run(client, parent, uri)

@@ -32,6 +32,16 @@ def write_json(path: Path, payload) -> None:
     tmp.replace(path)
 
 
+def missing_folders(path: Path) -> list[Path]:
+    """The folders that creating `path` would create, deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    return missing
+
+
 def new_study_dir(out: str | None, space: str) -> Path:
     """The directory of a new study: `out`, or studies/<space>-<time>. Checked by creating it (and removing
     what was created): whatever would stop it later (a file in the way, no permission, a read-only or absent
@@ -39,11 +49,7 @@ def new_study_dir(out: str | None, space: str) -> Path:
     path = Path(out) if out else Path("studies") / f"{space}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (path / STUDY_FILE).exists():
         raise StudyError(f"{path} already holds a study: use --resume {path}, or another --out")
-    missing = []
-    for folder in (path, *path.parents):
-        if folder.is_dir():
-            break
-        missing.append(folder)
+    missing = missing_folders(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-probe"

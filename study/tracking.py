@@ -113,6 +113,13 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def open_experiment(uri: str, study_dir: Path):
+    """(client, experiment id): the store at `uri` opened (a new SQLite store creates its schema), the
+    project's experiment in it."""
+    client = client_for(uri)
+    return client, experiment_id(client, study_dir, uri)
+
+
 def experiment_id(client, study_dir: Path, uri: str) -> str:
     """The project's experiment, created on first use (with the embedded store, artifacts next to it)."""
     from mlflow.exceptions import MlflowException

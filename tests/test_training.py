@@ -299,6 +299,21 @@ def test_restored_trainer_continues_exactly(model_dir, data_dir, tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
 
 
+def test_last_checkpoint_keeps_weights_and_drops_the_optimizer(model_dir, data_dir, tmp_path):
+    config = _trainer_config(model_dir, data_dir) | dict(epochs=1)
+    first = HybridTrainer(config)
+    first.train_epoch()
+    first.save(str(tmp_path))
+    state = torch.load(tmp_path / "training_state.pt", weights_only=True)
+    assert state["epoch"] == 1 and "optimizer" not in state and "scheduler" not in state
+
+    restored = HybridTrainer(config)  # a finished trial restored (a crash after its last report): nothing to run
+    restored.restore(str(tmp_path))
+    assert restored.epoch == restored.cfg.epochs
+    for (name, p), q in zip(first.model.named_parameters(), restored.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+
+
 def test_nan_loss_ends_training_with_a_clear_reason(model_dir, data_dir):
     # temperature 1e-45 underflows float32: logits / temperature overflow to inf and the first loss is NaN
     config = _trainer_config(model_dir, data_dir, temperature=1e-45) | dict(epochs=1)

@@ -124,15 +124,19 @@ class HybridTrainer:
         return {"train.loss": sum(losses) / len(losses), "train.adversarial_share": adversarial / len(self.anchors),
                 "train.seconds": time.time() - start, "epoch": self.epoch}
 
-    # -- checkpoints: trainable weights as safetensors; optimizer/scheduler/RNG as tensors (weights_only load)
+    # -- checkpoints: trainable weights as safetensors; optimizer/scheduler/RNG as tensors (weights_only load).
+    # The last epoch's checkpoint leaves out the optimizer and scheduler: no training continues from it (a
+    # restored finished trial has nothing left to run), only export and the replication read it, and the Adam
+    # moments are twice the weights' size: two thirds of the bytes a checkpoint writes and uploads.
     def save(self, directory: str) -> None:
         weights = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
         save_file(weights, os.path.join(directory, "trainable_weights.safetensors"))
-        torch.save({"epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                    "selection_rng": self.selection_rng.get_state(), "attack_rng": self.attack_rng.get_state()},
-                   os.path.join(directory, "training_state.pt"))
+        state = {"epoch": self.epoch, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "selection_rng": self.selection_rng.get_state(), "attack_rng": self.attack_rng.get_state()}
+        if self.epoch < self.cfg.epochs:
+            state |= {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        torch.save(state, os.path.join(directory, "training_state.pt"))
 
     def restore(self, directory: str) -> None:
         weights = load_file(os.path.join(directory, "trainable_weights.safetensors"), device=str(_device()))
@@ -140,8 +144,9 @@ class HybridTrainer:
         if missing.unexpected_keys:
             raise RuntimeError(f"checkpoint has unknown weights: {missing.unexpected_keys[:3]}")
         state = torch.load(os.path.join(directory, "training_state.pt"), weights_only=True, map_location="cpu")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if "optimizer" in state:  # absent from a finished trial's checkpoint (epoch == epochs: nothing to train)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])

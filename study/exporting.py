@@ -37,13 +37,13 @@ from pathlib import Path
 from study.errors import StudyError, TrackingError, UsageError
 from study.models import CHECK_SENTENCES, QUERY_PREFIX
 from study.tracking import PARENT_TAG, TRIAL_TAG, redact
+from trainables.storage import WEIGHTS_FILE
 
 MIN_COSINE_TO_ENCODER = 0.9999
 PROMPTS = {"query": QUERY_PREFIX, "document": QUERY_PREFIX}
 DEFAULT_PROMPT = "query"
 ALIAS = "best"
 EXPORT_FILE = "export.json"
-WEIGHTS_FILE = "trainable_weights.safetensors"
 CONFIG_TAGS = ("ratio", "epsilon", "method")
 
 

@@ -12,6 +12,7 @@ import json
 import os
 
 HITS_FILE = "hits.json"
+WEIGHTS_FILE = "trainable_weights.safetensors"  # a checkpoint's trainable parameters (study.exporting reads it)
 
 
 def read_hits(checkpoint) -> dict:

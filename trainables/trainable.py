@@ -27,7 +27,7 @@ from trainables.attacks import make_attack
 from trainables.config import TrialConfig
 from trainables.hybrid import PairBatch, hybrid_step
 from trainables.losses import InBatchContrastiveLoss
-from trainables.storage import HITS_FILE, CheckpointRetention, DivergenceMarker
+from trainables.storage import HITS_FILE, WEIGHTS_FILE, CheckpointRetention, DivergenceMarker
 
 
 class TrainingDiverged(RuntimeError):
@@ -130,7 +130,7 @@ class HybridTrainer:
     # moments are twice the weights' size: two thirds of the bytes a checkpoint writes and uploads.
     def save(self, directory: str) -> None:
         weights = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-        save_file(weights, os.path.join(directory, "trainable_weights.safetensors"))
+        save_file(weights, os.path.join(directory, WEIGHTS_FILE))
         state = {"epoch": self.epoch, "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                  "selection_rng": self.selection_rng.get_state(), "attack_rng": self.attack_rng.get_state()}
@@ -139,7 +139,7 @@ class HybridTrainer:
         torch.save(state, os.path.join(directory, "training_state.pt"))
 
     def restore(self, directory: str) -> None:
-        weights = load_file(os.path.join(directory, "trainable_weights.safetensors"), device=str(_device()))
+        weights = load_file(os.path.join(directory, WEIGHTS_FILE), device=str(_device()))
         missing = self.model.load_state_dict(weights, strict=False)
         if missing.unexpected_keys:
             raise RuntimeError(f"checkpoint has unknown weights: {missing.unexpected_keys[:3]}")

@@ -4,7 +4,8 @@
     python -m study.bench encode       our evaluation encoder path vs a plain transformers loop and
                                        SentenceTransformer.encode (the same model, as study.export writes it)
     python -m study.bench evaluate     a trial's evaluation: the study's path vs the per-language reference path
-    python -m study.bench study        N tiny real trials as a Ray Tune study vs the same trials by hand
+    python -m study.bench study        N tiny real trials as a Ray Tune study (on a running Ray, and starting
+                                       its own) vs the same trials by hand
     python -m study.bench driver       the study's Ray Tune driver: time per reported result, 100 vs 1,000 trials
 
 Timings are means over repeated steps, the configurations interleaved round by round so that a machine
@@ -93,11 +94,25 @@ def _sentences(data_dir, langs: list[str], per_lang: int) -> list[str]:
     return out
 
 
+def _gemm_rate(device: torch.device, rows: int = 1024) -> float:
+    """FLOP/s of the encoder's biggest matrix product ([rows, H] @ [H, 4H], e5-small: H = 384) on this device:
+    what its linear layers could reach at best."""
+    a, b = torch.randn(rows, 384, device=device), torch.randn(384, 1536, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    start, repeats = time.perf_counter(), 50
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * rows * 384 * 1536 * repeats / (time.perf_counter() - start)
+
+
 def bench_encode(args) -> None:
     import torch.nn.functional as F
 
     from study.data import resolve_data_dir
-    from study.encoding import Encoder, mean_pool
+    from study.encoding import Encoder, length_sorted_batches, mean_pool
     from study.models import resolve_model
 
     encoder = Encoder.load(resolve_model(args.model), device=args.device)
@@ -148,6 +163,21 @@ def bench_encode(args) -> None:
     rate = {name: len(sentences) / statistics.mean(s) for name, s in seconds.items()}
     for name in runs:
         print(f"{name:<26} {rate[name]:>9.1f} sentences/s   ({statistics.mean(seconds[name]):.2f} s a pass)")
+    # where the speed-up comes from, and how much more there is: the padding each path computes, and the
+    # linear layers' FLOP rate (on the tokens the Encoder computes) against this device's matrix-product rate
+    ids = encoder.tokenize(sentences)
+    real = sum(len(t) for t in ids)
+    plain_padded = sum(len(chunk) * max(map(len, chunk))
+                       for chunk in (ids[i : i + args.batch_size] for i in range(0, len(ids), args.batch_size)))
+    our_padded = sum(len(b) * max(len(ids[i]) for i in b)
+                     for b in length_sorted_batches([len(t) for t in ids], encoder.max_tokens, encoder.max_batch))
+    cfg = model.config
+    linear_flop = 2 * our_padded * cfg.num_hidden_layers * (4 * cfg.hidden_size**2
+                                                             + 2 * cfg.hidden_size * cfg.intermediate_size)
+    linear_rate = linear_flop / statistics.mean(seconds["study.encoding.Encoder"])
+    print(f"padded tokens per real token: plain loop {plain_padded / real:.2f}, Encoder {our_padded / real:.2f}; "
+          f"the Encoder's linear layers at {linear_rate / 1e9:.0f} GFLOP/s against {_gemm_rate(device) / 1e9:.0f} "
+          f"for their largest matrix product alone")
     print(f"speed-up {rate['study.encoding.Encoder'] / rate['plain transformers loop']:.2f}x over the plain loop, "
           f"{rate['study.encoding.Encoder'] / rate['SentenceTransformer.encode']:.2f}x over SentenceTransformer.encode;"
           f"  min cosine between the paths' embeddings {agreement:.6f}")
@@ -275,9 +305,10 @@ def trials_by_hand(trials: list, cpus: int) -> dict:
     return seconds
 
 
-def _tune_study(args, settings: dict) -> dict:
-    """One Ray Tune study of the trials, as `study.run` runs it: Ray started (the MLflow store opened
-    meanwhile), the parent run, the study's Tuner, Ray shut down. Seconds, and the trials' configurations."""
+def _tune_study(args, settings: dict, address: str | None = None) -> dict:
+    """One Ray Tune study of the trials, as `study.run` runs it: Ray started (or, with `address`, joined; the
+    MLflow store opened meanwhile), the parent run, the study's Tuner, Ray shut down (or left). Seconds, and
+    the trials' configurations."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -291,7 +322,7 @@ def _tune_study(args, settings: dict) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-study-", dir=args.work_dir))
     start = time.perf_counter()
     uri = tracking.default_tracking_uri(work)
-    client, experiment = start_ray_alongside(lambda: tracking.open_experiment(uri, work), None)
+    client, experiment = start_ray_alongside(lambda: tracking.open_experiment(uri, work), address)
     ray_start = time.perf_counter() - start
     parent = tracking.start_parent_run(client, experiment, name="bench study", params={"trials": args.trials},
                                        tags={"bench": "study"})
@@ -299,6 +330,7 @@ def _tune_study(args, settings: dict) -> dict:
     grid = study_tuner(settings, work, tracking.ChildRunLogger(uri, experiment, parent)).fit()
     driver_cpu = time.process_time() - driver_cpu
     client.set_terminated(parent, status="FINISHED")
+    stop = time.perf_counter()
     ray.shutdown()
     total = time.perf_counter() - start
     done = [r for r in grid if not r.error]
@@ -306,10 +338,28 @@ def _tune_study(args, settings: dict) -> dict:
         raise SystemExit(f"{args.trials - len(done)} of {args.trials} Tune trials failed; see {work}")
     shutil.rmtree(work, ignore_errors=True)
     # each trial's own time in its worker process, and what the trials report of training and evaluation
-    return {"total": total, "ray_start": ray_start, "driver_cpu": driver_cpu,
+    return {"total": total, "ray_start": ray_start, "ray_stop": start + total - stop, "driver_cpu": driver_cpu,
             "trials": [r.metrics["time_total_s"] for r in done],
             **{part: sum(r.metrics_dataframe[f"{part}.seconds"].sum() for r in done) for part in ("train", "eval")},
             "configs": [(r.config, r.metrics["training_iteration"]) for r in done]}
+
+
+def _study_on_running_ray(args, settings: dict) -> dict:
+    """`_tune_study` joining a Ray head that was up before the study (a cluster's case: `study.run --address`):
+    the head is started with `ray start`, left 10 s to settle, and stopped after, all outside the timings."""
+    import shutil
+    import tempfile
+
+    from study.raycluster import start_ray_head, stop_ray_processes_under
+
+    temp = tempfile.mkdtemp(prefix="rayb-", dir="/tmp")  # Ray's socket paths must stay short
+    try:
+        address = start_ray_head(temp, args.cpus)
+        time.sleep(10)
+        return _tune_study(args, settings, address)
+    finally:
+        stop_ray_processes_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _study_by_hand(configs: list, cpus: int) -> dict:
@@ -331,10 +381,22 @@ def _study_by_hand(configs: list, cpus: int) -> dict:
 def bench_study(args) -> None:
     """N tiny real trials as a Ray Tune study (the study's own Tuner: Optuna, ASHA, checkpoints, the MLflow
     callback, one trial at a time on all the CPUs) against the same trials, with the same configurations and
-    epochs, trained and evaluated by hand back to back in one fresh process. Both sides start Python processes
-    that import torch and load the model (Tune's worker, the by-hand process); neither starts from a warm one.
-    Rounds alternate the order (Tune first, then by hand first, ...): on a machine whose speed drifts by 10%
-    within minutes, one pair of runs measures the drift as much as the overhead."""
+    epochs, trained and evaluated by hand back to back in one fresh process. The study runs twice: joining a
+    Ray that was already up (a cluster's case), and starting and stopping its own local Ray (a laptop's).
+    Both sides start Python processes that import torch and load the model (Tune's worker, the by-hand
+    process); neither starts from a warm one. Rounds alternate the order: on a machine whose speed drifts by
+    10% within minutes, one pass of each measures the drift as much as the overhead."""
+    import os
+    import secrets
+    import tempfile
+    from pathlib import Path
+
+    if "RAY_AUTH_MODE" not in os.environ:  # one private token for both Rays (a joining driver must be told,
+        # before Ray is imported: it reads the mode then)
+        token = Path(tempfile.mkdtemp(prefix="bench-token-")) / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+
     from study.settings import parse_args, validate
     from trainables.config import TrialConfig
     from trainables.trainable import HybridTrainer
@@ -343,46 +405,53 @@ def bench_study(args) -> None:
                                     "--max-concurrent", "1", "--cpus-per-trial", str(args.cpus)]))
     HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # model files and data in the page cache
 
-    tuned, by_hand, configs = [], [], None
+    runs: dict[str, list[dict]] = {"running": [], "local": [], "hand": []}
+    configs = None
     for round_ in range(args.rounds):
-        for side in (("tune", "hand") if round_ % 2 == 0 else ("hand", "tune")):
-            if side == "tune":
-                tuned.append(_tune_study(args, settings))
-                configs = configs or tuned[-1]["configs"]
-                if tuned[-1]["configs"] != configs:
-                    print("note: Tune proposed other configurations than in round 1", file=sys.stderr)
-            else:
-                by_hand.append(_study_by_hand(configs, args.cpus))
-        ratio = tuned[-1]["total"] / by_hand[-1]["total"]
-        print(f"round {round_ + 1}: Tune {tuned[-1]['total']:.1f} s, by hand {by_hand[-1]['total']:.1f} s, "
-              f"{ratio:.2f}x", file=sys.stderr)
+        for side in (("local", "running", "hand") if round_ % 2 == 0 else ("hand", "running", "local")):
+            if side == "hand":
+                runs["hand"].append(_study_by_hand(configs, args.cpus))
+                continue
+            run = _tune_study(args, settings) if side == "local" else _study_on_running_ray(args, settings)
+            configs = configs or run["configs"]
+            if run["configs"] != configs:
+                print("note: Tune proposed other configurations than in its first run", file=sys.stderr)
+            runs[side].append(run)
+        hand = runs["hand"][-1]["total"]
+        print(f"round {round_ + 1}: by hand {hand:.1f} s, Tune on a running Ray {runs['running'][-1]['total']:.1f} s "
+              f"({runs['running'][-1]['total'] / hand:.2f}x), Tune starting Ray {runs['local'][-1]['total']:.1f} s "
+              f"({runs['local'][-1]['total'] / hand:.2f}x)", file=sys.stderr)
 
-    def mean(runs, key):
-        return statistics.mean(run[key] if not isinstance(run[key], list) else sum(run[key]) for run in runs)
+    def mean(side, key):
+        return statistics.mean(run[key] if not isinstance(run[key], list) else sum(run[key]) for run in runs[side])
 
-    tune_s, hand_s, start_s = mean(tuned, "total"), mean(by_hand, "total"), mean(tuned, "ray_start")
-    inside, hand_trials = mean(tuned, "trials"), mean(by_hand, "trials")
+    hand_s, hand_trials = mean("hand", "total"), mean("hand", "trials")
     epochs = sum(e for _, e in configs)
     print(f"{args.trials} trials ({epochs} epochs in all; budget {args.budget}: {settings['max_train_pairs']} "
           f"training pairs, {len(settings['eval']['langs'])} languages x {settings['eval']['max_sentences']} "
           f"sentences), one at a time, {args.cpus} CPUs; means over {args.rounds} rounds")
     print(f"by hand, one process      {hand_s:>8.1f} s  (Python start and imports {hand_s - hand_trials:.1f} s, "
-          f"then {hand_trials / args.trials:.1f} s a trial)")
-    print(f"Ray Tune study            {tune_s:>8.1f} s  (Ray start, Optuna, ASHA, checkpoints, MLflow callback; "
-          f"the driver's CPU time {mean(tuned, 'driver_cpu'):.1f} s)")
-    print(f"  of which: Ray start (the MLflow store opened meanwhile) {start_s:.1f} s; inside the trials "
-          f"{inside:.1f} s; the rest (worker start, between trials, Tune's start and end, Ray's shutdown) "
-          f"{tune_s - start_s - inside:.1f} s")
-    for label, runs, total in (("inside Ray", tuned, inside), ("by hand", by_hand, hand_trials)):
-        train, evaluation = mean(runs, "train"), mean(runs, "eval")
-        print(f"  {label:<11} training {train:.1f} s, evaluation {evaluation:.1f} s, the rest "
-              f"{total - train - evaluation:.1f} s (model load; in Ray also checkpoints and reports)")
-    for n, (tune_run, hand_run) in enumerate(zip(tuned, by_hand), 1):
-        print(f"  round {n}: a trial inside Ray {', '.join(f'{t:.1f}' for t in tune_run['trials'])} s; "
-              f"by hand {', '.join(f'{t:.1f}' for t in hand_run['trials'])} s")
-    rounds = ", ".join(f"{t['total'] / h['total']:.2f}x" for t, h in zip(tuned, by_hand))
-    print(f"overhead {tune_s / hand_s:.2f}x the trials run by hand ({(tune_s - hand_s) / args.trials:+.1f} s a trial; "
-          f"{(tune_s - start_s) / hand_s:.2f}x without starting Ray; by round {rounds})")
+          f"then {hand_trials / args.trials:.1f} s a trial; training {mean('hand', 'train'):.1f} s, evaluation "
+          f"{mean('hand', 'eval'):.1f} s)")
+    for side, label, ray_words in (("running", "Tune on a running Ray", "joining Ray and leaving it"),
+                                   ("local", "Tune starting Ray", "starting Ray (the MLflow store opened meanwhile) "
+                                                                  "and its shutdown")):
+        total, inside = mean(side, "total"), mean(side, "trials")
+        ray_s = mean(side, "ray_start") + mean(side, "ray_stop")
+        print(f"{label:<25} {total:>8.1f} s  ({ray_words} {ray_s:.1f} s; inside the trials {inside:.1f} s: "
+              f"training {mean(side, 'train'):.1f} s, evaluation {mean(side, 'eval'):.1f} s; the rest "
+              f"{total - ray_s - inside:.1f} s: the worker's start, Tune's start and end, between trials; "
+              f"the driver's CPU {mean(side, 'driver_cpu'):.1f} s)")
+    for n in range(args.rounds):
+        print(f"  round {n + 1}: a trial by hand {', '.join(f'{t:.1f}' for t in runs['hand'][n]['trials'])} s; "
+              f"on a running Ray {', '.join(f'{t:.1f}' for t in runs['running'][n]['trials'])} s; "
+              f"starting Ray {', '.join(f'{t:.1f}' for t in runs['local'][n]['trials'])} s")
+    running, local = mean("running", "total") / hand_s, mean("local", "total") / hand_s
+    by_round = ", ".join(f"{r['total'] / h['total']:.2f}x/{lo['total'] / h['total']:.2f}x"
+                         for r, lo, h in zip(runs["running"], runs["local"], runs["hand"]))
+    per_trial = (mean("running", "total") - hand_s) / args.trials
+    print(f"overhead {running:.2f}x the trials run by hand, as a study on a running Ray ({per_trial:+.1f} s a trial); "
+          f"{local:.2f}x starting and stopping a local Ray; by round (running/local) {by_round}")
 
 
 # ----------------------------------------------------------------------------- driver
@@ -735,8 +804,9 @@ def main(argv=None) -> int:
     study = sub.add_parser("study", help="a Ray Tune study of N tiny real trials against the same trials by hand")
     study.add_argument("--trials", type=int, default=6)
     study.add_argument("--budget", choices=("smoke", "cpu"), default="smoke", help="the trials' size")
-    study.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray, all given to the one trial")
-    study.add_argument("--rounds", type=int, default=2, help="Tune and by-hand runs each, in alternating order")
+    study.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray, all given to the one trial")
+    study.add_argument("--rounds", type=int, default=2,
+                       help="runs of each side (by hand, Tune on a running Ray, Tune starting Ray), alternating order")
     study.add_argument("--work-dir", help="where the study's temporary folder goes (default: the temp dir)")
     driver = sub.add_parser("driver", help="the study's Ray Tune driver at scale: time per reported result, "
                                            "100 vs 1,000 trials")

@@ -79,6 +79,54 @@ def start_ray_alongside(task, address: str | None, dashboard_host: str = "127.0.
         return opened.result()
 
 
+# in the environment of every process of a head started by `start_ray_head`: its Ray Client server and its
+# agents name neither the temp dir in their command line nor live under a process that does, once stopped
+HEAD_MARK = "STUDY_RAY_HEAD"
+
+
+def start_ray_head(temp_dir: str, cpus: int) -> str:
+    """`ray start --head` with its dashboard, as a cluster's head is started (one malloc arena, as infra's
+    image sets), its files under `temp_dir`; its address. Stop it with `stop_ray_processes_under(temp_dir)`."""
+    import socket
+    import subprocess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port), "--node-ip-address",
+               "127.0.0.1", "--temp-dir", temp_dir, "--num-cpus", str(cpus), "--disable-usage-stats"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, ONE_MALLOC_ARENA[0]: ONE_MALLOC_ARENA[1], HEAD_MARK: temp_dir})
+    if done.returncode:
+        raise ClusterError(f"ray start --head failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+    return f"127.0.0.1:{port}"
+
+
+def stop_ray_processes_under(temp_dir: str) -> None:
+    """Kill one Ray instance's processes (its temp dir in their command line or in `HEAD_MARK`), and the
+    processes they started, unlike `ray stop`, which would stop every Ray instance on the machine."""
+    import psutil
+
+    def of_this_instance(proc) -> bool:
+        try:
+            return temp_dir in " ".join(proc.cmdline()) or proc.environ().get(HEAD_MARK) == temp_dir
+        except psutil.Error:
+            return False
+
+    mine = {p for p in psutil.process_iter() if of_this_instance(p)}
+    for proc in list(mine):
+        try:
+            mine.update(proc.children(recursive=True))
+        except psutil.Error:
+            pass
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
+
+
 def token_auth_on(address: str | None) -> bool:
     """Whether Ray's token authentication guards the dashboard: Ray 2.60 turns it on for a new local instance
     unless RAY_AUTH_MODE says otherwise, and for a joined cluster when a token is configured."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from study.raycluster import stop_ray_processes_under
 from studytools import (
     free_port,
     metric_steps,
@@ -59,17 +60,6 @@ def two_node_cluster(tmp_path, monkeypatch):
     finally:
         stop_ray_processes_under(temp)
         shutil.rmtree(temp, ignore_errors=True)
-
-
-def stop_ray_processes_under(temp: str) -> None:
-    """Kill this cluster's processes only (all carry its temp dir in their command line), unlike
-    `ray stop`, which would stop every Ray instance on the machine."""
-    import psutil
-
-    mine = [p for p in psutil.process_iter(["cmdline"]) if temp in " ".join(p.info["cmdline"] or [])]
-    for proc in mine:
-        proc.kill()
-    psutil.wait_procs(mine, timeout=30)
 
 
 def alive_nodes(address: str) -> dict[str, dict]:

@@ -15,6 +15,7 @@ that slows down or speeds up during the run affects all of them alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -285,13 +286,17 @@ def bench_evaluate(args) -> None:
 # ----------------------------------------------------------------------------- study
 def trials_by_hand(trials: list, cpus: int) -> dict:
     """The trials' work without Tune: each (config, epochs) trained and evaluated as its Tune trial did, back to
-    back, in this process. Returns the seconds of each trial and of all training and all evaluation."""
+    back, in this process. Returns the seconds of each trial and of all training and all evaluation, and the
+    process's involuntary context switches meanwhile."""
+    import resource
+
     from study.robustness import evaluate_encoder
     from trainables.config import TrialConfig
     from trainables.trainable import HybridTrainer
 
     torch.set_num_threads(cpus)
     seconds = {"trials": [], "train": 0.0, "eval": 0.0}
+    preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     for config, epochs in trials:
         trial_start = time.perf_counter()
         trainer = HybridTrainer(TrialConfig.from_dict(config))
@@ -303,6 +308,8 @@ def trials_by_hand(trials: list, cpus: int) -> dict:
                                  also_report=trainer.epoch == trainer.cfg.epochs)
                 seconds["eval"] += time.perf_counter() - eval_start
         seconds["trials"].append(time.perf_counter() - trial_start)
+    # how often the kernel took a CPU from this process's threads for another process
+    seconds["preempted"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - preempted
     return seconds
 
 
@@ -345,9 +352,10 @@ def _tune_study(args, settings: dict, address: str | None = None) -> dict:
             "configs": [(r.config, r.metrics["training_iteration"]) for r in done]}
 
 
-def _study_on_running_ray(args, settings: dict) -> dict:
-    """`_tune_study` joining a Ray head that was up before the study (a cluster's case: `study.run --address`):
-    the head is started with `ray start`, left 10 s to settle, and stopped after, all outside the timings."""
+@contextlib.contextmanager
+def _idle_ray_head(cpus: int):
+    """A Ray head started with `ray start` as a cluster's is, left 10 s to settle, stopped on exit; its address.
+    Neither its start nor its stop is inside a timing."""
     import shutil
     import tempfile
 
@@ -355,9 +363,9 @@ def _study_on_running_ray(args, settings: dict) -> dict:
 
     temp = tempfile.mkdtemp(prefix="rayb-", dir="/tmp")  # Ray's socket paths must stay short
     try:
-        address = start_ray_head(temp, args.cpus)
+        address = start_ray_head(temp, cpus)
         time.sleep(10)
-        return _tune_study(args, settings, address)
+        yield address
     finally:
         stop_ray_processes_under(temp)
         shutil.rmtree(temp, ignore_errors=True)
@@ -383,7 +391,9 @@ def bench_study(args) -> None:
     """N tiny real trials as a Ray Tune study (the study's own Tuner: Optuna, ASHA, checkpoints, the MLflow
     callback, one trial at a time on all the CPUs) against the same trials, with the same configurations and
     epochs, trained and evaluated by hand back to back in one fresh process. The study runs twice: joining a
-    Ray that was already up (a cluster's case), and starting and stopping its own local Ray (a laptop's).
+    Ray that was already up (a cluster's case), and starting and stopping its own local Ray (a laptop's). The
+    trials by hand also run beside an idle Ray head: what Ray's own processes cost a trial just by being on
+    the machine (a cluster's nodes run them whether or not a study uses Tune), apart from what Tune adds.
     Both sides start Python processes that import torch and load the model (Tune's worker, the by-hand
     process); neither starts from a warm one. Rounds alternate the order: on a machine whose speed drifts by
     10% within minutes, one pass of each measures the drift as much as the overhead."""
@@ -406,34 +416,44 @@ def bench_study(args) -> None:
                                     "--max-concurrent", "1", "--cpus-per-trial", str(args.cpus)]))
     HybridTrainer(TrialConfig(model=settings["model"], max_train_pairs=8))  # model files and data in the page cache
 
-    runs: dict[str, list[dict]] = {"running": [], "local": [], "hand": []}
+    runs: dict[str, list[dict]] = {"running": [], "local": [], "beside": [], "hand": []}
     configs = None
     for round_ in range(args.rounds):
-        for side in (("local", "running", "hand") if round_ % 2 == 0 else ("hand", "running", "local")):
+        order = ("local", "running", "beside", "hand")  # the by-hand sides need the configurations Tune chose
+        for side in order if round_ % 2 == 0 else order[::-1]:
             if side == "hand":
                 runs["hand"].append(_study_by_hand(configs, args.cpus))
                 continue
-            run = _tune_study(args, settings) if side == "local" else _study_on_running_ray(args, settings)
+            if side == "beside":
+                with _idle_ray_head(args.cpus):
+                    runs["beside"].append(_study_by_hand(configs, args.cpus))
+                continue
+            if side == "running":
+                with _idle_ray_head(args.cpus) as address:
+                    run = _tune_study(args, settings, address)
+            else:
+                run = _tune_study(args, settings)
             configs = configs or run["configs"]
             if run["configs"] != configs:
                 print("note: Tune proposed other configurations than in its first run", file=sys.stderr)
             runs[side].append(run)
-        hand = runs["hand"][-1]["total"]
-        print(f"round {round_ + 1}: by hand {hand:.1f} s, Tune on a running Ray {runs['running'][-1]['total']:.1f} s "
-              f"({runs['running'][-1]['total'] / hand:.2f}x), Tune starting Ray {runs['local'][-1]['total']:.1f} s "
-              f"({runs['local'][-1]['total'] / hand:.2f}x)", file=sys.stderr)
+        last = {side: sides[-1]["total"] for side, sides in runs.items()}
+        print(f"round {round_ + 1}: by hand {last['hand']:.1f} s, beside an idle Ray {last['beside']:.1f} s, Tune on "
+              f"a running Ray {last['running']:.1f} s ({last['running'] / last['hand']:.2f}x), Tune starting Ray "
+              f"{last['local']:.1f} s ({last['local'] / last['hand']:.2f}x)", file=sys.stderr)
 
     def mean(side, key):
         return statistics.mean(run[key] if not isinstance(run[key], list) else sum(run[key]) for run in runs[side])
 
-    hand_s, hand_trials = mean("hand", "total"), mean("hand", "trials")
     epochs = sum(e for _, e in configs)
     print(f"{args.trials} trials ({epochs} epochs in all; budget {args.budget}: {settings['max_train_pairs']} "
           f"training pairs, {len(settings['eval']['langs'])} languages x {settings['eval']['max_sentences']} "
           f"sentences), one at a time, {args.cpus} CPUs; means over {args.rounds} rounds")
-    print(f"by hand, one process      {hand_s:>8.1f} s  (Python start and imports {hand_s - hand_trials:.1f} s, "
-          f"then {hand_trials / args.trials:.1f} s a trial; training {mean('hand', 'train'):.1f} s, evaluation "
-          f"{mean('hand', 'eval'):.1f} s)")
+    for side, label in (("hand", "by hand, one process"), ("beside", "the same, beside idle Ray")):
+        total, inside = mean(side, "total"), mean(side, "trials")
+        print(f"{label:<25} {total:>8.1f} s  (Python start and imports {total - inside:.1f} s, then "
+              f"{inside / args.trials:.1f} s a trial; training {mean(side, 'train'):.1f} s, evaluation "
+              f"{mean(side, 'eval'):.1f} s; preempted {mean(side, 'preempted'):,.0f} times)")
     for side, label, ray_words in (("running", "Tune on a running Ray", "joining Ray and leaving it"),
                                    ("local", "Tune starting Ray", "starting Ray (the MLflow store opened meanwhile) "
                                                                   "and its shutdown")):
@@ -445,14 +465,18 @@ def bench_study(args) -> None:
               f"the driver's CPU {mean(side, 'driver_cpu'):.1f} s)")
     for n in range(args.rounds):
         print(f"  round {n + 1}: a trial by hand {', '.join(f'{t:.1f}' for t in runs['hand'][n]['trials'])} s; "
+              f"beside an idle Ray {', '.join(f'{t:.1f}' for t in runs['beside'][n]['trials'])} s; "
               f"on a running Ray {', '.join(f'{t:.1f}' for t in runs['running'][n]['trials'])} s; "
               f"starting Ray {', '.join(f'{t:.1f}' for t in runs['local'][n]['trials'])} s")
+    hand_s = mean("hand", "total")
     running, local = mean("running", "total") / hand_s, mean("local", "total") / hand_s
     by_round = ", ".join(f"{r['total'] / h['total']:.2f}x/{lo['total'] / h['total']:.2f}x"
                          for r, lo, h in zip(runs["running"], runs["local"], runs["hand"]))
     per_trial = (mean("running", "total") - hand_s) / args.trials
     print(f"overhead {running:.2f}x the trials run by hand, as a study on a running Ray ({per_trial:+.1f} s a trial); "
-          f"{local:.2f}x starting and stopping a local Ray; by round (running/local) {by_round}")
+          f"{local:.2f}x starting and stopping a local Ray; by round (running/local) {by_round}; Tune's own part, "
+          f"on a running Ray against the trials by hand beside an idle one, "
+          f"{mean('running', 'total') / mean('beside', 'total'):.2f}x")
 
 
 # ----------------------------------------------------------------------------- driver

@@ -79,6 +79,15 @@ def start_ray_alongside(task, address: str | None, dashboard_host: str = "127.0.
         return opened.result()
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # in the environment of every process of a head started by `start_ray_head`: its Ray Client server and its
 # agents name neither the temp dir in their command line nor live under a process that does, once stopped
 HEAD_MARK = "STUDY_RAY_HEAD"
@@ -87,12 +96,9 @@ HEAD_MARK = "STUDY_RAY_HEAD"
 def start_ray_head(temp_dir: str, cpus: int) -> str:
     """`ray start --head` with its dashboard, as a cluster's head is started (one malloc arena, as infra's
     image sets), its files under `temp_dir`; its address. Stop it with `stop_ray_processes_under(temp_dir)`."""
-    import socket
     import subprocess
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port), "--node-ip-address",
                "127.0.0.1", "--temp-dir", temp_dir, "--num-cpus", str(cpus), "--disable-usage-stats"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120,

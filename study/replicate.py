@@ -125,7 +125,7 @@ class Findings:
 
     @property
     def best(self) -> str:
-        return next(name for name, _ in self.chosen if name not in BASELINES)
+        return best_configuration(self.chosen)
 
     def chosen_config(self, name: str) -> TrialConfig:
         return dict(self.chosen)[name]
@@ -133,6 +133,11 @@ class Findings:
 
 # ----------------------------------------------------------------------------- configurations and replicas
 BASELINES = ("baseline", "study_baseline")
+
+
+def best_configuration(chosen: list[tuple[str, TrialConfig]]) -> str:
+    """The name of the study's best configuration among the replicated ones (the first that is no baseline)."""
+    return next(name for name, _ in chosen if name not in BASELINES)
 
 
 def trains_like(a: TrialConfig, b: TrialConfig) -> bool:
@@ -513,7 +518,7 @@ def main(argv=None) -> int:
         radii = sorted(eval_config["radii"])
         analysis = analyse(replicas, reference, langs, radii)
         chosen = [c for c in chosen if c[0] in names]  # the baselines, then the best configuration with results
-        best = next(name for name, _ in chosen if name not in BASELINES)
+        best = best_configuration(chosen)
         distance = language_distance(analysis, reference, langs, best)
         plots.plot_distance(out / "distance.png", distance)
         plots.plot_robustness_curves(out / "robustness_curves.png", replicas, reference, langs, radii, best)

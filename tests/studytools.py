@@ -8,7 +8,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from study.raycluster import free_port
 from study.studydir import tracking_uri as study_tracking_uri
 from study.tracking import PARENT_TAG
 
@@ -64,12 +64,6 @@ def study_runs(study_dir: Path, tracking_uri: str | None = None):
 
 def metric_steps(client, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from studytools import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -69,14 +71,6 @@ def _non_empty_dir(tmp: Path) -> Path:
     (tmp / "taken").mkdir()
     (tmp / "taken" / "something.txt").write_text("already here")
     return tmp / "taken"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _not_a_study(tmp: Path) -> Path:
@@ -160,7 +154,7 @@ CASES = [
     ("export into a non-empty folder", lambda t: ["study.export", str(_a_study(t)), "--out", str(_non_empty_dir(t))],
      "exists and is not empty"),
     ("export to an unreachable registry", lambda t: ["study.export", str(_a_study(t)), "--register", "m",
-                                                     "--tracking-uri", f"http://127.0.0.1:{_free_port()}"],
+                                                     "--tracking-uri", f"http://127.0.0.1:{free_port()}"],
      "unreachable"),
     ("export of a non-study", lambda t: ["study.export", str(_not_a_study(t))], "not a study directory"),
 ]

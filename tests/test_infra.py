@@ -51,6 +51,8 @@ from pathlib import Path
 
 import pytest
 
+from studytools import free_port
+
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -603,7 +605,6 @@ def test_bucket_job_creates_the_bucket_on_an_s3_server(tmp_path):
     pytest.importorskip("pyarrow.fs")
     pytest.importorskip("moto.server")
     boto3 = pytest.importorskip("boto3")
-    import socket
     import sys
     import time
 
@@ -612,9 +613,7 @@ def test_bucket_job_creates_the_bucket_on_an_s3_server(tmp_path):
     command = list(container["command"])
     assert command[0] == "python"
     command[0] = sys.executable
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

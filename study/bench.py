@@ -295,22 +295,22 @@ def trials_by_hand(trials: list, cpus: int) -> dict:
     from trainables.trainable import HybridTrainer
 
     torch.set_num_threads(cpus)
-    seconds = {"trials": [], "train": 0.0, "eval": 0.0}
+    measured = {"trials": [], "train": 0.0, "eval": 0.0}
     preempted = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
     for config, epochs in trials:
         trial_start = time.perf_counter()
         trainer = HybridTrainer(TrialConfig.from_dict(config))
         while trainer.epoch < epochs:
-            seconds["train"] += trainer.train_epoch()["train.seconds"]
+            measured["train"] += trainer.train_epoch()["train.seconds"]
             if trainer.cfg.eval_every_epoch or trainer.epoch == trainer.cfg.epochs:
                 eval_start = time.perf_counter()
                 evaluate_encoder(trainer.encoder, trainer.cfg.eval, trainer.data_dir,
                                  also_report=trainer.epoch == trainer.cfg.epochs)
-                seconds["eval"] += time.perf_counter() - eval_start
-        seconds["trials"].append(time.perf_counter() - trial_start)
+                measured["eval"] += time.perf_counter() - eval_start
+        measured["trials"].append(time.perf_counter() - trial_start)
     # how often the kernel took a CPU from this process's threads for another process
-    seconds["preempted"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - preempted
-    return seconds
+    measured["preempted"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - preempted
+    return measured
 
 
 def _tune_study(args, settings: dict, address: str | None = None) -> dict:
@@ -831,7 +831,8 @@ def main(argv=None) -> int:
     study.add_argument("--budget", choices=("smoke", "cpu"), default="smoke", help="the trials' size")
     study.add_argument("--cpus", type=int, default=2, help="CPUs of the Ray, all given to the one trial")
     study.add_argument("--rounds", type=int, default=2,
-                       help="runs of each side (by hand, Tune on a running Ray, Tune starting Ray), alternating order")
+                       help="runs of each side (by hand, by hand beside an idle Ray, Tune on a running Ray, "
+                            "Tune starting Ray), alternating order")
     study.add_argument("--work-dir", help="where the study's temporary folder goes (default: the temp dir)")
     driver = sub.add_parser("driver", help="the study's Ray Tune driver at scale: time per reported result, "
                                            "100 vs 1,000 trials")

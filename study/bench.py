@@ -39,7 +39,8 @@ def bench_train_step(args) -> None:
     ratios = (0.0, 0.25, 0.5, 1.0)
     trainer = HybridTrainer(TrialConfig(model=args.model, method="pgd", attack_steps=args.steps, epsilon=0.5,
                                         batch_size=args.batch_size, max_train_pairs=args.batch_size * args.batches,
-                                        max_seq_len=args.max_len, lr=1e-6, warmup_ratio=0.0))
+                                        max_seq_len=args.max_len, lr=1e-6, warmup_ratio=0.0,
+                                        eval={"xsts_langs": ()}))  # no evaluation here
     batches = list(trainer.batches())
     device, n, k = trainer.encoder.device, args.batch_size, args.steps
     cfg = trainer.cfg
@@ -241,7 +242,9 @@ def bench_evaluate(args) -> None:
 
     torch.set_num_threads(args.threads or max(1, int(BUDGETS[args.budget].cpus_per_trial)))  # as a trial has
     encoder = Encoder.load(resolve_model(args.model), device=args.device)
-    config = EvalConfig(**{**BUDGETS[args.budget].eval, **({"langs": args.langs.split(",")} if args.langs else {})})
+    # the Tatoeba evaluation, which both paths compute (the cross-lingual pairs are study.crosslingual's, one path)
+    config = EvalConfig(**{**BUDGETS[args.budget].eval, **({"langs": args.langs.split(",")} if args.langs else {}),
+                           "xsts_langs": ()})
     data_dir = resolve_data_dir(args.data_dir)
     splits = [config.split, "report"]  # a trial's last epoch: the selection split and the report split
 
@@ -305,7 +308,8 @@ def trials_by_hand(trials: list, cpus: int) -> dict:
             if trainer.cfg.eval_every_epoch or trainer.epoch == trainer.cfg.epochs:
                 eval_start = time.perf_counter()
                 evaluate_encoder(trainer.encoder, trainer.cfg.eval, trainer.data_dir,
-                                 also_report=trainer.epoch == trainer.cfg.epochs)
+                                 also_report=trainer.epoch == trainer.cfg.epochs,
+                                 untrained_pairs=trainer.untrained_pairs)
                 measured["eval"] += time.perf_counter() - eval_start
         measured["trials"].append(time.perf_counter() - trial_start)
     # how often the kernel took a CPU from this process's threads for another process

@@ -2,10 +2,12 @@
 
 Data directory, first found wins: `--data-dir`, $STUDY_DATA_DIR, `../shared/data` beside the repository.
 Where none exists, the public hub copies are used (needs network): `mteb/tatoeba-bitext-mining`,
-`sentence-transformers/stsb` and `nyu-mll/glue` (mrpc, the same corpus as MSRP).
+`sentence-transformers/stsb`, `nyu-mll/glue` (mrpc, the same corpus as MSRP) and `PhilipMay/stsb_multi_mt`.
 
   tatoeba/tatoeba.<lang>-eng.<lang> / .eng   LASER Tatoeba v1, line i of one file translates line i of the other
   stsb-multi-mt/stsb-en-<split>.csv          sentence1,sentence2,score (0-5)
+  stsb-multi-mt/stsb-<lang>-dev.csv          STS-B dev machine-translated (de es fr it nl pt), rows aligned with
+                                             stsb-en-dev.csv (the cross-lingual similarity of study.crosslingual)
   msrp/msr-para-<split>.tsv                  Quality, #1 ID, #2 ID, #1 String, #2 String
 """
 
@@ -78,7 +80,8 @@ SPLITS = ("selection", "report", "all")
 
 def split_indices(n: int, lang: str, split: str) -> list[int]:
     """The line numbers (0-based, ascending) of a language's `n` pairs in `split`: a permutation seeded with
-    the CRC-32 of the language code puts the first half (n // 2) into selection and the rest into report."""
+    the CRC-32 of the language code puts the first half (n // 2) into selection and the rest into report.
+    (The translated STS-B rows are split the same way, with one key for all their languages: XSTS_SPLIT_KEY.)"""
     if split not in SPLITS:
         raise DataError(f"unknown Tatoeba split '{split}' (one of {', '.join(SPLITS)})")
     if split == "all":
@@ -186,3 +189,44 @@ def load_english_pairs(split: str = "train", data_dir: Path | None = None) -> Da
     msrp = load_msrp(split, data_dir).filter(lambda row: row["label"] == 1)
     parts = [ds.select_columns(["sentence1", "sentence2"]) for ds in (stsb, msrp)]
     return concatenate_datasets(parts).rename_columns({"sentence1": "anchor", "sentence2": "positive"})
+
+
+# ----------------------------------------------------------------------------- cross-lingual STS-B
+# The translated STS-B dev rows are split like a Tatoeba language, with one permutation for every translation, so
+# that an English sentence of the report half never appears in the selection half of another language.
+XSTS_SPLIT_KEY = "stsb-multi-mt-dev"
+
+
+def _stsb_translation(lang: str, data_dir: Path | None) -> Dataset:
+    if data_dir is None:
+        from datasets import load_dataset
+
+        ds = load_dataset("PhilipMay/stsb_multi_mt", lang, split="dev")
+        return ds.rename_columns({"similarity_score": "score"})
+    return _read_stsb(data_dir / "stsb-multi-mt" / f"stsb-{lang}-dev.csv")
+
+
+def load_crosslingual_sts(lang: str, data_dir: Path | None = None, max_pairs: int | None = None,
+                          split: str = "all") -> Dataset:
+    """STS-B dev pairs across languages: columns `english` (the English sentence 1), `translated` (sentence 2
+    machine-translated into `lang`) and `score` (0-5), the rows of `split` (see SPLITS; XSTS_SPLIT_KEY) in file
+    order; `max_pairs` of them drawn at random, not the first: STS-B dev is ordered by genre (image captions,
+    then news, then forums), so its first rows would be captions only. The draw is fixed and nested (fewer
+    pairs are a subset of more). The translation's rows must align with stsb-en-dev.csv (same count, same
+    scores)."""
+    english, translated = load_stsb("dev", data_dir), _stsb_translation(lang, data_dir)
+    where = (data_dir / "stsb-multi-mt" / f"stsb-{lang}-dev.csv") if data_dir else f"stsb_multi_mt/{lang}"
+    if len(english) != len(translated):
+        raise DataError(f"{where} has {len(translated)} rows but stsb-en-dev.csv has {len(english)}: the "
+                        "translations must align row by row with the English file")
+    misaligned = np.flatnonzero(np.abs(np.asarray(english["score"]) - np.asarray(translated["score"])) > 1e-6)
+    if misaligned.size:
+        raise DataError(f"{where} row {misaligned[0] + 1}: score {translated['score'][misaligned[0]]} differs from "
+                        f"stsb-en-dev.csv's {english['score'][misaligned[0]]}: the rows are not aligned")
+    keep = split_indices(len(english), XSTS_SPLIT_KEY, split)
+    if max_pairs and max_pairs < len(keep):
+        draw = np.random.default_rng(zlib.crc32(f"{XSTS_SPLIT_KEY}/{split}".encode())).permutation(keep)
+        keep = sorted(int(i) for i in draw[:max_pairs])
+    return Dataset.from_dict({"english": [english["sentence1"][i] for i in keep],
+                              "translated": [translated["sentence2"][i] for i in keep],
+                              "score": [float(english["score"][i]) for i in keep]})

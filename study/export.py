@@ -22,8 +22,10 @@ from study.studydir import load_study, tracking_uri
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.split("\n")[0])
     parser.add_argument("study_dir")
-    parser.add_argument("--trial", default="best", help="best (default: best on the report split where there is "
-                                                        "one, else the study's best), or a Ray trial id or run id")
+    parser.add_argument("--trial", default="best",
+                        help="best (default): the study's best, chosen on the selection split (the best objective "
+                             "among the finished trials that meet the cross-lingual constraint, as the report names "
+                             "it); or a Ray trial id or MLflow run id")
     parser.add_argument("--out", help="the model directory to write (default: STUDY_DIR/export/<trial>); must not "
                                       "exist or be empty")
     parser.add_argument("--register", metavar="NAME", help="log the model under the trial's MLflow run, register "

@@ -283,14 +283,15 @@ def register_model(st_model, name: str, uri: str, run_id: str, tags: dict, descr
 
 
 def is_tagged_figure(key: str) -> bool:
-    """The figures a registered version carries: the objectives, the English check, and clean and robust
-    accuracy per language and group, on every split they were measured on (`report.acc.swh.robust`,
-    `selection.group.low.clean`, or unprefixed where the evaluation had no split)."""
+    """The figures a registered version carries: the objectives, the English check, clean and robust accuracy per
+    language and group, and cross-lingual similarity (the means, and the selection constraint), on every split
+    they were measured on (`report.acc.swh.robust`, `selection.group.low.clean`, `report.xsts.mean`, or unprefixed
+    where the evaluation had no split)."""
     return bool(_TAGGED.match(key))
 
 
-_TAGGED = re.compile(r"^(objective\.(robust|clean)|en\.\w+|((selection|report|all)\.)?(acc\.[a-z]+|group\.(low|high))"
-                     r"\.(clean|robust))$")
+_TAGGED = re.compile(r"^(objective\.(robust|clean|xsts)|en\.\w+|constraint\.xsts|selection\.xsts\.vs_untrained"
+                     r"|((selection|report|all)\.)?((acc\.[a-z]+|group\.(low|high))\.(clean|robust)|(xsts|xpara)\.mean))$")
 
 
 def version_tags(study: str, trial: dict | None, params: dict, metrics: dict, extra: dict | None = None) -> dict:
@@ -309,10 +310,14 @@ def version_tags(study: str, trial: dict | None, params: dict, metrics: dict, ex
 # ----------------------------------------------------------------------------- a study's trial
 def choose_trial(trials: list[dict], objective: str, which: str = "best") -> dict:
     """`best` (`study.trials.best_trial`), or the trial with this Ray trial id, MLflow run id or run name."""
-    from study.trials import best_trial
+    from study.trials import best_trial, rank_trials
 
     if which == "best":
         trial = best_trial(trials, objective)
+        if trial is None and rank_trials(trials, objective):
+            raise StudyError("no finished trial meets the selection constraint (cross-lingual similarity no worse "
+                             "than the untrained encoder's), so the study has no best to export; name one with "
+                             "--trial ID if you want it anyway (see `python -m study.report`)")
         if trial is None:
             raise StudyError("the study has no finished trial to export (see `python -m study.report`)")
         return trial

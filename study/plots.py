@@ -78,7 +78,8 @@ def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict], 
 
 
 def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dict) -> None:
-    """Clean against robust accuracy of every trial, coloured by r, the Pareto front marked."""
+    """Clean against robust accuracy of every trial, coloured by r, the Pareto front (over every objective
+    `front` was computed on) marked."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 5))
@@ -88,7 +89,8 @@ def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dic
     points = ax.scatter(xs, ys, c=colours, cmap="viridis", vmin=0, vmax=1, label="trials")
     fig.colorbar(points, ax=ax, label="mix ratio r")
     order = sorted(front, key=lambda i: xs[i])
-    ax.plot([xs[i] for i in order], [ys[i] for i in order], "r-o", mfc="none", ms=12, label="Pareto front")
+    ax.plot([xs[i] for i in order], [ys[i] for i in order], "ro", mfc="none", ms=12,  # a front of 3: no line
+            label="Pareto front (clean, robust and cross-lingual similarity)")
     if "objective.clean" in reference:
         ax.scatter([100 * reference["objective.clean"]], [100 * reference["objective.robust"]], marker="*", s=200,
                    c="black", label="untrained")
@@ -100,22 +102,38 @@ def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dic
 
 
 def plot_distance(path: Path, distance: dict) -> None:
-    """Each language's robust gain (best vs r = 0) against the untrained encoder's accuracy, by script."""
+    """Each language's robust gain on the logit scale (best vs r = 0) against the untrained encoder's L->English
+    accuracy on the selection sentences (logit axis, labelled in %), by script (`study.distance`); languages
+    without a selection-half figure are not drawn."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for latin, marker in ((True, "o"), (False, "s")):
-        pts = [r for r in distance["rows"] if r["latin"] == latin]
-        ax.scatter([100 * r["untrained"] for r in pts], [100 * r["gain_vs_baseline"] for r in pts], marker=marker,
-                   label="Latin script" if latin else "other script")
-        for r in pts:
-            ax.annotate(r["lang"], (100 * r["untrained"], 100 * r["gain_vs_baseline"]), fontsize=7)
+    pts = [r for r in distance["rows"] if r.get("logit_untrained_selection") is not None]
+    scripts = sorted({r["script"] for r in pts}, key=lambda s: (s != "Latin", s))
+    colours = plt.get_cmap("tab20")
+    for i, script in enumerate(scripts):
+        mine = [r for r in pts if r["script"] == script]
+        ax.scatter([r["logit_untrained_selection"] for r in mine], [r["logit_gain"] for r in mine],
+                   marker="o" if script == "Latin" else "s", color=colours(i % 20), label=script)
+        for r in mine:
+            ax.annotate(r["lang"], (r["logit_untrained_selection"], r["logit_gain"]), fontsize=7)
     ax.axhline(0, color="grey", lw=0.8)
-    iv = distance["spearman_interval"]
-    ax.set_title(f"Spearman rho {distance['spearman']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]")
-    ax.set_xlabel("untrained encoder: L->English accuracy (%)")
-    ax.set_ylabel("robust accuracy gain, best vs r = 0 (points)")
-    ax.legend()
+    ticks = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995]
+    if pts:
+        xs = [r["logit_untrained_selection"] for r in pts]
+        ticks = [p for p in ticks if min(xs) - 0.5 <= np.log(p / (1 - p)) <= max(xs) + 0.5] or ticks
+    ax.set_xticks([float(np.log(p / (1 - p))) for p in ticks], [f"{100 * p:g}" for p in ticks])
+    iv, rho = distance["spearman_interval"], distance["spearman"]
+    used = f"{distance.get('n_used', len(pts))} of {distance.get('n_languages', len(distance['rows']))} languages"
+    if rho is None:
+        ax.set_title(f"no rank correlation: {used} with a selection-half figure")
+    else:
+        spread = f"[{iv['low']:+.2f}, {iv['high']:+.2f}]" if iv.get("low") is not None else "(no interval)"
+        ax.set_title(f"Spearman rho {rho:+.2f} {spread} (bootstrap 95%), {used}")
+    ax.set_xlabel("untrained encoder: L->English accuracy on the selection sentences (%, logit axis)")
+    ax.set_ylabel("robust gain, best vs r = 0 (logit)")
+    if pts:
+        ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)
 
 
@@ -146,3 +164,48 @@ def plot_robustness_curves(path: Path, replicas: list, reference: dict, langs: l
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     save_figure(fig, path)
+
+
+def plot_tradeoff(path: Path, trials: list[dict], reference: dict, baseline: dict | None, best: dict | None) -> None:
+    """Robust accuracy (low-resource group) against cross-lingual STS Spearman, one point per trial coloured by r:
+    on the selection half (what the search saw: hollow = fails the constraint) and on the report half (finished
+    trials: what the summary quotes). The untrained encoder, the r = 0 baseline and the best are marked."""
+    from matplotlib.lines import Line2D
+
+    from study.crosslingual import CONSTRAINT, xsts_key
+    from study.robustness import group_key
+
+    plt = pyplot()
+    colours = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), squeeze=False, layout="constrained")
+    for ax, split in zip(axes[0], ("selection", "report")):
+        xkey, ykey = xsts_key(split, "xsts"), group_key(split, "low", "robust")
+        for t in (t for t in trials if xkey in t["metrics"] and ykey in t["metrics"]):
+            x, y, r = 100 * t["metrics"][xkey], 100 * t["metrics"][ykey], t["params"].get("ratio", 0)
+            colour = colours(r)
+            ax.scatter([x], [y], s=90 if t is baseline else 60, marker="s" if t is baseline else "o",
+                       facecolors="none" if t["metrics"].get(CONSTRAINT, 0) > 0 else [colour], edgecolors=[colour],
+                       linewidths=1.5, zorder=3)
+            ax.annotate(("r = 0" if t is baseline else f"r={r:.2f}") + (" best" if t is best else ""),
+                        (x, y), fontsize=7, xytext=(5, 4), textcoords="offset points")
+            if t is best:
+                ax.scatter([x], [y], s=300, facecolors="none", edgecolors="red", linewidths=1.5, zorder=2)
+        if xkey in reference and ykey in reference:
+            ax.scatter([100 * reference[xkey]], [100 * reference[ykey]], marker="*", s=240, c="black", zorder=3)
+            ax.axvline(100 * reference[xkey], color="grey", lw=0.8, ls="--")
+        ax.margins(0.15)
+        ax.set_xlabel("cross-lingual STS Spearman x 100 (mean over languages)")
+        ax.set_ylabel("robust accuracy, low-resource group (%)")
+        ax.set_title("selection half: what the search saw" if split == "selection" else
+                     "report half: what the summary quotes (finished trials)")
+        ax.grid(alpha=0.3)
+    legend = [Line2D([], [], marker="*", ls="", color="black", ms=12, label="untrained (dashed: its similarity)"),
+              Line2D([], [], marker="s", ls="", mfc="none", mec="black", label="r = 0 baseline"),
+              Line2D([], [], marker="o", ls="", color="grey", label="meets the constraint"),
+              Line2D([], [], marker="o", ls="", mfc="none", mec="grey", label="fails it (hollow)"),
+              Line2D([], [], marker="o", ls="", mfc="none", mec="red", ms=14, label="best")]
+    fig.legend(handles=legend, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    fig.colorbar(plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(0, 1)), ax=axes[0].tolist(),
+                 label="mix ratio r", shrink=0.8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

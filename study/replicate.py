@@ -1,6 +1,7 @@
 """Replicate a finished study and turn it into an answer: `python -m study.replicate STUDY_DIR`.
 
-Re-runs the K best configurations of the study and their baselines, each with N seeds (the same seed values
+Re-runs the K best configurations of the study ("best" as study.trials.best_trial: among the trials that
+meet the cross-lingual constraint) and their baselines, each with N seeds (the same seed values
 for every configuration, so they pair by seed), as Ray Tune trials (grouped under a replication parent run in
 MLflow), evaluates them on the whole low- and high-resource groups, and writes
 STUDY_DIR/replication/findings.md with its tables and plots. Two baselines, so that "best - baseline" is the
@@ -11,9 +12,13 @@ epochs ...), `study_baseline`, that trial's configuration.
     encoder with a 95% t-interval over crossed seeds and sentences (`study.stats.seed_sentence_interval`);
     per-language stars by Holm's procedure across the languages, group rows by their own interval;
   - the smallest change of the low-resource group's robust accuracy this replication can detect (80% power);
+  - for sentences about low-resource languages in general, the same changes with the languages as a random
+    sample (`study.stats.languages_interval`: t over the per-language gains);
   - the English source-language check (t-interval over seeds, paired by seed);
-  - language distance: each language's gain against its script (Latin like English or not), family and
-    the untrained encoder's own accuracy, with a Spearman correlation and its bootstrap interval;
+  - cross-lingual similarity on the report half of the translated STS-B pairs (study.crosslingual): STS
+    Spearman with `study.stats.seed_bootstrap_interval`, paraphrase retrieval as the accuracies;
+  - language distance (`study.distance`): the logit-scale gain against the untrained encoder's accuracy on the
+    selection sentences, by script and family, worded as an association;
   - robustness curves: attacked accuracy against radius for baseline and best, with intervals over seeds.
 The answer paragraph is written from the numbers by the code.
 With --export (or --register NAME), the best configuration's first-seed replica becomes a model too
@@ -37,15 +42,16 @@ from pathlib import Path
 
 import numpy as np
 
-from study import exporting, plots, stats, tracking
+from study import crosslingual, exporting, plots, stats, tracking
 from study.budgets import BUDGETS
+from study.distance import distance_sentence, language_distance
 from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of, in_group
 from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray
-from study.robustness import lang_key, unpack_result
+from study.robustness import unpack_result
 from study.stats import Interval, format_interval
 from study.studydir import load_study, tracking_uri, write_json
-from study.trials import load_trials, rank_trials
+from study.trials import best_trial, eligible_trials, load_trials, rank_trials
 from study.tuning import replication_tuner
 from trainables.config import ADVERSARIAL_KEYS, DEFAULTS, TrialConfig
 from trainables.storage import read_hits
@@ -68,6 +74,7 @@ class Replica:
     seed: int
     metrics: dict[str, float]  # the flat metrics of study.robustness
     hits: dict[str, dict[str, list[int]]]  # lang -> l2e | attacked_eps<r> -> per-sentence 0/1
+    pairs: dict | None = None  # cross-lingual per-pair measurements (study.crosslingual.evaluate_pairs)
     trial_id: str | None = None  # Ray's trial id (its MLflow run carries it), for --export
     checkpoint: object = None  # its last ray.tune.Checkpoint (weights), for --export
 
@@ -95,12 +102,18 @@ class ConfigResults:
     languages: dict[str, dict[str, Comparison]] = field(default_factory=dict)  # lang -> clean | robust
     groups: dict[str, dict[str, Comparison]] = field(default_factory=dict)  # low | high -> clean | robust
     english: dict[str, Comparison] = field(default_factory=dict)  # en.paraphrase_acc | en.stsb_spearman
+    crosslingual: dict[str, Comparison] = field(default_factory=dict)  # xsts | xpara, means over the languages
+    # languages as a random sample: the t-interval over the low-resource languages' gains (figure -> interval)
+    low_languages: dict[str, Interval] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """analysis.json's layout: {"<lang>|<figure>", "group:<group>|<figure>", "english|<key>": comparison}."""
+        """analysis.json's layout: {"<lang>|<figure>", "group:<group>|<figure>", "english|<key>",
+        "xling|<xsts|xpara>": comparison, "languages:low|<figure>": interval}."""
         out = {f"{lang}|{fig}": c.as_dict() for lang, figs in self.languages.items() for fig, c in figs.items()}
         out.update({f"group:{g}|{fig}": c.as_dict() for g, figs in self.groups.items() for fig, c in figs.items()})
         out.update({f"english|{key}": c.as_dict() for key, c in self.english.items()})
+        out.update({f"xling|{key}": c.as_dict() for key, c in self.crosslingual.items()})
+        out.update({f"languages:low|{fig}": iv.as_dict() for fig, iv in self.low_languages.items()})
         return out
 
 
@@ -115,13 +128,16 @@ class Findings:
     distance: dict  # language_distance()
     langs: list[str]
     radii: list[float]
-    seeds: int
+    seeds: int  # asked for
     seeds_note: str  # where the number of seeds came from, in words
     split: str  # the Tatoeba sentences reported on, in words
     budget: str  # what the replication trained and evaluated, in words
     hardware: str
     minutes: float
     strong_attack: tuple[int, int] = (20, 3)  # the strong attack's steps and restarts, where it ran
+    seeds_used: dict[str, int] = field(default_factory=dict)  # configuration -> replicas that finished
+    attack_steps: tuple[int, int] = (3, 3)  # the cheap attack's steps: in the replication, in the study's trials
+    study_best: str = ""  # the study's best trial (study.trials.best_trial), in words
 
     @property
     def best(self) -> str:
@@ -149,19 +165,38 @@ def trains_like(a: TrialConfig, b: TrialConfig) -> bool:
 
 def choose_configs(trials: list[dict], objective: str, top: int) -> list[tuple[str, TrialConfig]]:
     """[("baseline", config), maybe ("study_baseline", config), ("best1", config), ...] from the study's
-    finished trials: `baseline` is r = 0 at best1's other settings; `study_baseline` the study's best
-    finished r = 0 trial, when it trains differently from `baseline`."""
+    finished trials: best1, best2 ... the best with r > 0 among those that meet the selection constraint
+    (`study.trials.eligible_trials`: "best" as everywhere else); `baseline` is r = 0 at best1's other settings;
+    `study_baseline` the study's best finished r = 0 trial, when it trains differently from `baseline`."""
     study_baseline = next((t for t in rank_trials(trials, objective) if t["params"].get("ratio") == 0), None)
     if study_baseline is None:
         raise UsageError("the study has no finished r = 0 baseline trial to replicate")
-    best = [t for t in rank_trials(trials, objective) if t["params"].get("ratio") != 0][:top]
-    if not best:
+    if not any(t["params"].get("ratio") != 0 for t in rank_trials(trials, objective)):
         raise UsageError("the study has no finished trial with r > 0 to replicate")
+    best = [t for t in eligible_trials(trials, objective) if t["params"].get("ratio") != 0][:top]
+    if not best:
+        raise UsageError("no finished trial with r > 0 meets the selection constraint (cross-lingual similarity no "
+                         "worse than the untrained encoder's): there is no best configuration to replicate")
     best_configs = [(f"best{i + 1}", TrialConfig.from_params(t["raw_params"])) for i, t in enumerate(best)]
     baseline = dataclasses.replace(best_configs[0][1], ratio=0.0)
     own = TrialConfig.from_params(study_baseline["raw_params"])
     baselines = [("baseline", baseline)] + ([] if trains_like(own, baseline) else [("study_baseline", own)])
     return baselines + best_configs
+
+
+def describe_best(trial: dict | None, chosen: list[tuple[str, TrialConfig]]) -> str:
+    """The study's best trial in words, and which replicated configuration it is."""
+    if trial is None:
+        return "none"
+    config = TrialConfig.from_params(trial["raw_params"])
+    same = next((name for name, c in chosen if name not in BASELINES and dataclasses.replace(c, seed=0)
+                 == dataclasses.replace(config, seed=0)), None)
+    what = f"r = {config.ratio:.2f}, epsilon = {config.epsilon:.3g}, {config.method}"
+    if same:
+        return f"{what}, replicated as {same}"
+    if config.ratio == 0:
+        return f"{what}: the r = 0 baseline itself; the best configurations with r > 0 are replicated against it"
+    return what
 
 
 def replica_configs(chosen, seeds: int, settings: dict, eval_config: dict) -> list[TrialConfig]:
@@ -186,8 +221,9 @@ def run_replicas(configs: list[TrialConfig], settings: dict, study_dir: Path, ur
             print(f"replica failed: {str(result.error).splitlines()[-1][:200]}", file=sys.stderr)
             continue
         config = TrialConfig.from_dict(result.config)
-        replicas.append(Replica(config.replica, config.seed, unpack_result(result.metrics),
-                                read_hits(result.checkpoint), trial_id=(result.metrics or {}).get("trial_id"),
+        measured = read_hits(result.checkpoint)
+        replicas.append(Replica(config.replica, config.seed, unpack_result(result.metrics), measured["hits"],
+                                measured.get("pairs"), trial_id=(result.metrics or {}).get("trial_id"),
                                 checkpoint=result.checkpoint))
     return replicas
 
@@ -211,74 +247,110 @@ def figures_measured(replicas: list[Replica], reference: dict) -> tuple[str, ...
 
 def analyse(replicas: list[Replica], reference: dict, langs: list[str], radii) -> dict[str, ConfigResults]:
     """Per configuration, language and figure: the interval over seeds, and the changes against each baseline
-    and the untrained encoder (`stats.seed_sentence_interval`), configurations paired by seed value."""
+    and the untrained encoder (`stats.seed_sentence_interval`), configurations paired by seed value; the same for
+    the cross-lingual paraphrase hits, and for the cross-lingual STS Spearman (`stats.seed_bootstrap_interval`:
+    not a mean over pairs) where the replicas measured it."""
     by_name: dict[str, dict[int, Replica]] = {}
     for replica in replicas:
         by_name.setdefault(replica.name, {})[replica.seed] = replica
+    untrained = Replica("untrained", -1, reference["metrics"], reference["hits"], reference.get("pairs"))
     figures = figures_measured(replicas, reference)
-    untrained = {lang: {f: sentence_scores(reference["hits"][lang], f, radii) for f in figures} for lang in langs}
 
-    def table(reps: dict[int, Replica], seeds: list[int], lang: str, figure: str) -> np.ndarray:
-        return np.array([sentence_scores(reps[seed].hits[lang], figure, radii) for seed in seeds])
+    def compare(name: str, members: list[str], scores) -> Comparison:
+        """One figure of a configuration over `members` (languages), `scores(replica, member)` giving its
+        per-sentence scores."""
+        def table(config: str, seeds: list[int], member: str) -> np.ndarray:
+            return np.array([scores(by_name[config][seed], member) for seed in seeds])
 
-    def against(name: str, baseline: str, members: list[str], figure: str) -> Interval | None:
-        """The change of `name` against a baseline over the seeds both have, for one language or a group."""
-        if name in BASELINES or baseline not in by_name:
-            return None
-        seeds = sorted(set(by_name[name]) & set(by_name[baseline]))
-        if not seeds:
-            return None
-        return stats.seed_sentence_interval([table(by_name[name], seeds, lang, figure)
-                                             - table(by_name[baseline], seeds, lang, figure) for lang in members])
+        def against(baseline: str) -> Interval | None:
+            if name in BASELINES or baseline not in by_name:
+                return None
+            seeds = sorted(set(by_name[name]) & set(by_name[baseline]))
+            if not seeds:
+                return None
+            return stats.seed_sentence_interval([table(name, seeds, m) - table(baseline, seeds, m) for m in members])
 
-    def comparison(name: str, members: list[str], figure: str) -> Comparison:
         seeds = sorted(by_name[name])
-        own = [table(by_name[name], seeds, lang, figure) for lang in members]
+        own = [table(name, seeds, m) for m in members]
         return Comparison(seeds=stats.seed_interval(np.mean([t.mean(axis=1) for t in own], axis=0)),
-                          vs_baseline=against(name, "baseline", members, figure),
-                          vs_study_baseline=against(name, "study_baseline", members, figure),
-                          vs_untrained=stats.seed_sentence_interval([t - untrained[lang][figure]
-                                                                     for t, lang in zip(own, members)]))
+                          vs_baseline=against("baseline"), vs_study_baseline=against("study_baseline"),
+                          vs_untrained=stats.seed_sentence_interval([t - scores(untrained, m)
+                                                                     for t, m in zip(own, members)]))
 
+    def tatoeba(figure: str):
+        return lambda replica, lang: sentence_scores(replica.hits[lang], figure, radii)
+
+    measured_pairs = untrained.pairs is not None and all(r.pairs is not None for r in replicas)
     out = {}
-    for name, reps in by_name.items():
+    for name in by_name:
         results = ConfigResults()
         for lang in langs:
-            results.languages[lang] = {figure: comparison(name, [lang], figure) for figure in figures}
+            results.languages[lang] = {figure: compare(name, [lang], tatoeba(figure)) for figure in figures}
         for group in ("low", "high"):
-            members = in_group(langs, group)
-            results.groups[group] = {figure: comparison(name, members, figure) for figure in figures}
-        for key in ENGLISH_KEYS:  # one number per seed (no per-sentence hits): t over seeds, paired by seed
-            values = {seed: r.metrics[key] for seed, r in reps.items() if key in r.metrics}
-            if not values:
-                continue
-            before = reference["metrics"].get(key)
-            pairs = {b: sorted(set(values) & set(by_name[b])) for b in BASELINES if b in by_name}
-            changes = {b: None if name in BASELINES or not seeds else stats.paired_difference(
-                [values[s] for s in seeds], [by_name[b][s].metrics[key] for s in seeds]) for b, seeds in pairs.items()}
-            results.english[key] = Comparison(
-                seeds=stats.seed_interval(list(values.values())), vs_baseline=changes.get("baseline"),
-                vs_study_baseline=changes.get("study_baseline"),
-                vs_untrained=None if before is None else stats.seed_interval([v - before for v in values.values()]))
+            results.groups[group] = {figure: compare(name, in_group(langs, group), tatoeba(figure))
+                                     for figure in figures}
+        for figure in figures:  # languages as a random sample of low-resource languages (t over their gains)
+            for versus in ("vs_baseline", "vs_untrained"):
+                gains = [getattr(results.languages[lang][figure], versus) for lang in in_group(langs, "low")]
+                if gains and all(g is not None for g in gains):
+                    results.low_languages[f"{figure}|{versus}"] = stats.languages_interval([g.mean for g in gains])
+        results.english = english_comparisons(name, by_name, reference)
+        if measured_pairs:
+            paraphrase = lambda replica, lang: np.asarray(replica.pairs["para"][lang], dtype=float)
+            results.crosslingual["xpara"] = compare(name, list(untrained.pairs["para"]), paraphrase)
+            results.crosslingual["xsts"] = spearman_comparison(name, by_name, untrained)
         out[name] = results
     return out
 
 
-def language_distance(analysis: dict[str, ConfigResults], reference: dict, langs: list[str], best: str) -> dict:
-    """Gain of the best configuration per language against what the metadata and the untrained encoder say."""
-    rows = []
-    for lang in langs:
-        meta, robust = LANGUAGES[lang], analysis[best].languages[lang]["robust"]
-        rows.append(dict(lang=lang, script=meta.script, family=meta.family, latin=meta.script == "Latin",
-                         untrained=reference["metrics"][lang_key("report", lang, "l2e")],
-                         gain_vs_baseline=robust.vs_baseline.mean, gain_vs_untrained=robust.vs_untrained.mean))
-    rho, interval = stats.spearman_with_interval([r["untrained"] for r in rows],
-                                                 [r["gain_vs_baseline"] for r in rows])
-    latin = [r["gain_vs_baseline"] for r in rows if r["latin"]]
-    other = [r["gain_vs_baseline"] for r in rows if not r["latin"]]
-    return dict(rows=rows, spearman=rho, spearman_interval=interval.as_dict(),
-                latin_mean=float(np.mean(latin)) if latin else None,
-                other_mean=float(np.mean(other)) if other else None)
+def english_comparisons(name: str, by_name: dict[str, dict[int, Replica]], reference: dict) -> dict[str, Comparison]:
+    """The English check's figures: one number per seed (no per-sentence hits), so t over seeds, paired by seed."""
+    out = {}
+    for key in ENGLISH_KEYS:
+        values = {seed: r.metrics[key] for seed, r in by_name[name].items() if key in r.metrics}
+        if not values:
+            continue
+        before = reference["metrics"].get(key)
+        pairs = {b: sorted(set(values) & set(by_name[b])) for b in BASELINES if b in by_name}
+        changes = {b: None if name in BASELINES or not seeds else stats.paired_difference(
+            [values[s] for s in seeds], [by_name[b][s].metrics[key] for s in seeds]) for b, seeds in pairs.items()}
+        out[key] = Comparison(
+            seeds=stats.seed_interval(list(values.values())), vs_baseline=changes.get("baseline"),
+            vs_study_baseline=changes.get("study_baseline"),
+            vs_untrained=None if before is None else stats.seed_interval([v - before for v in values.values()]))
+    return out
+
+
+def spearman_comparison(name: str, by_name: dict[str, dict[int, Replica]], untrained: Replica) -> Comparison:
+    """The cross-lingual STS Spearman (mean over the languages) of a configuration: t over seeds, and its changes
+    against each baseline (paired by seed) and the untrained encoder, with `stats.seed_bootstrap_interval`: the
+    seed part from the spread over seeds, the pair part from one set of pair resamples shared by every replica
+    and the untrained encoder."""
+    resamples = crosslingual.pair_resamples(len(untrained.pairs["score"]))
+
+    def measured(replica: Replica) -> tuple[float, np.ndarray]:
+        return (crosslingual.mean_spearman(replica.pairs),
+                crosslingual.mean_spearman_resampled(replica.pairs, resamples))
+
+    levels = {config: {seed: measured(r) for seed, r in reps.items()} for config, reps in by_name.items()
+              if config == name or config in BASELINES}
+    before = measured(untrained)
+
+    def change(seeds: list[int], minus) -> Interval:
+        return stats.seed_bootstrap_interval(
+            np.array([levels[name][s][0] - minus(s)[0] for s in seeds]),
+            np.array([levels[name][s][1] - minus(s)[1] for s in seeds]), items=resamples.shape[1])
+
+    def against(baseline: str) -> Interval | None:
+        if name in BASELINES or baseline not in levels:
+            return None
+        seeds = sorted(set(levels[name]) & set(levels[baseline]))
+        return change(seeds, lambda s: levels[baseline][s]) if seeds else None
+
+    seeds = sorted(levels[name])
+    return Comparison(seeds=stats.seed_interval([levels[name][s][0] for s in seeds]),
+                      vs_baseline=against("baseline"), vs_study_baseline=against("study_baseline"),
+                      vs_untrained=change(seeds, lambda s: before))
 
 
 # ----------------------------------------------------------------------------- the report
@@ -312,6 +384,71 @@ def _replicated(top: int) -> str:
     return f"the {top} best configurations and their baselines"
 
 
+def _seeds_used(f: Findings) -> str:
+    """The seeds each configuration actually has (failed replicas dropped), in words: "5 seeds" or, where they
+    differ, "baseline 5, best1 4 seeds"."""
+    used = f.seeds_used or {name: f.seeds for name, _ in f.chosen}
+    counts = set(used.values())
+    if len(counts) == 1:
+        n = counts.pop()
+        return f"{n} seed{'s' if n != 1 else ''}"
+    return ", ".join(f"{name} {n}" for name, n in used.items()) + " seeds"
+
+
+def _crosslingual_text(results: ConfigResults) -> str:
+    """The answer's sentence on cross-lingual similarity, where the replicas measured it."""
+    xsts, xpara = results.crosslingual.get("xsts"), results.crosslingual.get("xpara")
+    if xsts is None:
+        return ""
+    return (f"What users load the encoder for, cross-lingual similarity (English against six machine translations "
+            f"of the report half's STS-B pairs), changes by {format_interval(xsts.vs_baseline)} points of Spearman "
+            f"against r = 0 and by {format_interval(xsts.vs_untrained)} against the untrained encoder; en->X "
+            f"paraphrase retrieval by {format_interval(xpara.vs_untrained)} against the untrained encoder. ")
+
+
+def _crosslingual_section(f: Findings) -> list[str]:
+    """Cross-lingual similarity of every replicated configuration against the baseline and the untrained
+    encoder."""
+    if "xsts" not in f.analysis[f.best].crosslingual:
+        return ["", "## Cross-lingual similarity", "", "Not measured by this replication's evaluation."]
+    first = f.analysis[f.best].crosslingual["xsts"]
+    untrained = first.seeds.mean - first.vs_untrained.mean
+    lines = ["", "## Cross-lingual similarity (what users load the encoder for)", "",
+             "English sentence 1 against sentence 2 machine-translated into de, es, fr, it, nl and pt, on the report "
+             "half of the STS-B dev pairs (disjoint from the selection half the study's constraint saw). xsts: "
+             "Spearman x 100 of the cosine against the gold score, mean over the languages; xpara: en->X paraphrase "
+             "retrieval accuracy among the pairs scored >= 4. Intervals: xsts, Student-t with a seed part (the "
+             "spread over seeds) and a pair part (1,000 bootstrap resamples of the pairs shared by every replica "
+             "and the untrained encoder, corrected for the interaction counted in both; Satterthwaite df: "
+             "`study.stats.seed_bootstrap_interval`, coverage checked in tests/test_stats.py); xpara, as the "
+             f"accuracy tables. The untrained encoder: xsts {100 * untrained:.1f}.", "",
+             "| configuration | xsts | xsts - baseline | xsts - untrained | xpara - baseline | xpara - untrained |",
+             "|---|---|---|---|---|---|"]
+    for name, _ in f.chosen:
+        xsts, xpara = f.analysis[name].crosslingual["xsts"], f.analysis[name].crosslingual["xpara"]
+        lines.append(f"| {name} | {100 * xsts.seeds.mean:.1f} | {_cell(xsts.vs_baseline)} | "
+                     f"{_cell(xsts.vs_untrained)} | {_cell(xpara.vs_baseline)} | {_cell(xpara.vs_untrained)} |")
+    return lines
+
+
+def _configurations_section(f: Findings) -> list[str]:
+    """Every replicated configuration (with --top K, all K), each against its baseline and the untrained encoder,
+    on the low-resource group."""
+    lines = ["", "## Every replicated configuration", "",
+             "Low-resource group, change in points (95% intervals over seeds and sentences); xsts as above.", "",
+             "| configuration | r | epsilon | method | seeds | robust - baseline | robust - untrained | "
+             "clean - baseline | xsts - untrained |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, config in f.chosen:
+        results = f.analysis[name]
+        low = results.groups["low"]
+        xsts = results.crosslingual.get("xsts")
+        lines.append(f"| {name} | {config.ratio:.2f} | {config.epsilon:.3g} | {config.method} | "
+                     f"{(f.seeds_used or {}).get(name, f.seeds)} | {_cell(low['robust'].vs_baseline)} | "
+                     f"{_cell(low['robust'].vs_untrained)} | {_cell(low['clean'].vs_baseline)} | "
+                     f"{_cell(xsts.vs_untrained) if xsts else ''} |")
+    return lines
+
+
 def findings(f: Findings) -> str:
     """The Markdown report, written from the numbers."""
     params = f.chosen_config(f.best)
@@ -323,38 +460,38 @@ def findings(f: Findings) -> str:
     significant = [lang for lang in low if robust_stars[lang]]
     helped = [lang for lang in significant if results.languages[lang]["robust"].vs_baseline.mean > 0]
     mde = stats.minimum_detectable_effect(low_robust.vs_baseline)
-    iv = f.distance["spearman_interval"]
-    if iv["low"] > 0 or iv["high"] < 0:
-        distance_verdict = ("holds: gains are larger for languages the untrained encoder handles worse"
-                            if f.distance["spearman"] < 0 else
-                            "is contradicted: gains are larger for languages the encoder already handles well")
-    else:
-        distance_verdict = "cannot be confirmed here: the rank correlation's interval includes zero"
     en = results.english.get("en.paraphrase_acc")
-    study_baseline_text = (f" (against the study's own r = 0 trial, trained with its default settings: "
+    study_baseline_text = (f" (against the study's own r = 0 trial, trained at its own settings: "
                            f"{format_interval(low_robust.vs_study_baseline)})" if has_study_baseline else "")
+    seeds_text = _seeds_used(f)
     if math.isnan(mde):
         power = ("The smallest change this replication could detect cannot be estimated "
                  f"({low_robust.vs_baseline.note}).")
     else:
-        power = (f"With {f.seeds} seeds and these sentences, the smallest change of the low-resource group's "
-                 f"robust accuracy this replication detects with 80% power is {100 * mde:.1f} points")
-        power += (f"; it cannot resolve a {100 * MDE_TARGET:.0f}-point change, so a smaller true effect would "
-                  "go unseen here." if mde > MDE_TARGET else
+        power = (f"At the measured variance ({seeds_text} and these sentences), the smallest change of the "
+                 f"low-resource group's robust accuracy this replication detects with 80% power is "
+                 f"{100 * mde:.1f} points")
+        power += (f", above the {100 * MDE_TARGET:.0f} points the report should resolve." if mde > MDE_TARGET else
                   f", enough to resolve a {100 * MDE_TARGET:.0f}-point change.")
+        power += (f" (That standard error rests on {low_robust.vs_baseline.df:.0f} degrees of freedom, so this "
+                  "figure is itself uncertain.)" if low_robust.vs_baseline.df < 10 else "")
+    general = results.low_languages.get("robust|vs_baseline")
+    general_text = (f" Treating these {len(low)} languages as a sample of low-resource languages in general (t over "
+                    f"the per-language gains, {len(low) - 1} degrees of freedom), the change is "
+                    f"{format_interval(general)}." if general is not None else "")
     answer = (
         f"On the {len(low)} low-resource languages, the best hybrid configuration (r = {params.ratio:.2f}, "
         f"epsilon = {params.epsilon:.3g}, {params.method}) changes attacked (robust) accuracy by "
         f"{format_interval(low_robust.vs_baseline)} points against plain fine-tuning (r = 0 at the same "
         f"settings){study_baseline_text} and by {format_interval(low_robust.vs_untrained)} against the untrained "
         f"encoder; its clean accuracy changes by {format_interval(low_clean.vs_baseline)} against r = 0 "
-        f"(95% intervals, {f.seeds} seeds, on the {f.split} sentences). The change in robust accuracy against "
+        f"(95% intervals over seeds and sentences, {seeds_text}, on the {f.split} sentences; these group "
+        f"intervals hold for these {len(low)} languages, taken as fixed).{general_text} "
+        f"{_crosslingual_text(results)}The change in robust accuracy against "
         f"r = 0 is significant (Holm across the {len(f.langs)} languages) on {len(significant)} low-resource "
         f"languages ({len(helped)} of them gains). {power} In English, the training language, paraphrase "
         f"retrieval changes by {(_cell(en.vs_baseline) if en else '') or 'n/a'} against r = 0. "
-        f"The seed paper's claim that robust training helps more the further a language is from the source "
-        f"{distance_verdict} (Spearman rho between the untrained accuracy and the gain "
-        f"{f.distance['spearman']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]).")
+        f"{distance_sentence(f.distance)}")
     settings = f.settings
     lines = [f"# Findings: hybrid-batch robust fine-tuning, study {f.study_name}", "",
              "## Question", "",
@@ -363,12 +500,16 @@ def findings(f: Findings) -> str:
              "## Set-up", "",
              f"- encoder: {settings['model']}; fine-tuned on English pairs only (STS-B >= 4, MSRP paraphrases)",
              f"- search: space `{settings['space']}`, {settings['budget']} budget, objective {settings['objective']}",
+             f"- the study's best (the best objective among the trials that meet the selection constraint: "
+             f"cross-lingual similarity no worse than the untrained encoder's): {f.study_best or 'see the report'}",
              f"- replication: {_replicated(len([c for c in f.chosen if c[0] not in BASELINES]))} x {f.seeds} "
-             f"seeds ({f.seeds_note}); {f.budget}",
+             f"seeds asked ({f.seeds_note}); used, after failed replicas were dropped: {seeds_text}; {f.budget}",
              "- baselines: `baseline` = r = 0 at the best configuration's other settings (the comparison every "
-             "'best - baseline' column makes)" + (
+             "'best - baseline' column makes: an ablation of r at the settings the search tuned for the hybrid, "
+             "not a separately tuned r = 0)" + (
                  "; `study_baseline` = the study's own r = 0 trial, which trains differently (the space tuned "
-                 "other keys): its column is 'best - study r=0'" if has_study_baseline else
+                 "other keys, for the hybrid; r = 0 got no search of its own): its column is 'best - study r=0'"
+                 if has_study_baseline else
                  "; the study's own r = 0 trial trains identically, so it is not repeated"),
              f"- evaluation: Tatoeba, {len(f.langs)} languages (low and high groups), the {f.split} sentences; "
              f"L->English accuracy@1 clean and under PGD in the input-embedding space (radii {f.radii})",
@@ -411,11 +552,14 @@ def findings(f: Findings) -> str:
         lines.append(f"| {label} | {_cell(t.vs_baseline, star(label, col['vs_baseline']))} | "
                      f"{_cell(t.vs_untrained, star(label, col['vs_untrained']))} | "
                      f"{_cell(b.vs_untrained, star(label, base_untrained))} |")
+    cheap = (f"PGD-{f.attack_steps[0]}, the study's trials' own attack" if f.attack_steps[0] == f.attack_steps[1]
+             else f"PGD-{f.attack_steps[0]} (the study's trials attacked with PGD-{f.attack_steps[1]})")
     if "robust_strong" in measured:
         lines += ["", "## Under the strong attack: robust accuracy, change in points", "",
                   f"PGD-{f.strong_attack[0]} with {f.strong_attack[1]} random restarts and a margin loss against the "
-                  "nearest wrong candidate, at the same radii (the cheap attack of the tables above is the trials' "
-                  "own, kept for speed; this one bounds what it misses).", "",
+                  f"nearest wrong candidate, at the same radii. The cheap attack of the tables above is {cheap}, "
+                  "kept for speed. The two start apart, so a sentence counts as surviving the strong attack only if "
+                  "it survives both (the per-sentence minimum): the strong figure bounds the cheap one.", "",
                   "| language | baseline r=0 | best | best - baseline | best - untrained |", "|---|---|---|---|---|"]
         for label, _, _, t, b in rows:
             t, b, col = t["robust_strong"], b["robust_strong"], columns["robust_strong"]
@@ -424,17 +568,17 @@ def findings(f: Findings) -> str:
                          f"{_cell(t.vs_untrained, star(label, col['vs_untrained']))} |")
     else:
         lines += ["", "The strong attack (PGD-20 with restarts and a margin loss) did not run at this budget, for its "
-                  "cost: the robust figures above are under the trials' cheap PGD only, an upper bound on "
-                  "robustness. The gpu budget's replication runs it; `python -m study.evaluate --strong-attack` "
+                  f"cost: the robust figures above are under {cheap} only, an upper bound on robustness. The gpu "
+                  "budget's replication runs it; `python -m study.evaluate --strong-attack` "
                   "measures it for one model."]
     lines += ["", "## English (source language)", "",
               "| figure | best - baseline | best - untrained |", "|---|---|---|"]
     for key, entry in results.english.items():
         lines.append(f"| {key} | {_cell(entry.vs_baseline)} | {_cell(entry.vs_untrained)} |")
+    lines += _crosslingual_section(f)
+    lines += _configurations_section(f)
     not_significant = [lang for lang in f.langs if not robust_stars[lang]]
-    lines += ["", "## Language distance", "",
-              f"Mean robust gain against r = 0: Latin-script languages {_pts(f.distance['latin_mean'])}, "
-              f"other scripts {_pts(f.distance['other_mean'])}.", "", "![distance](distance.png)", "",
+    lines += ["", "## Language distance", "", distance_sentence(f.distance), "", "![distance](distance.png)", "",
               "## Robustness curves", "", "![curves](robustness_curves.png)", "",
               "## Not significant", "",
               "The change in robust accuracy against r = 0 is not significant (Holm) for: "
@@ -475,8 +619,9 @@ def main(argv=None) -> int:
         exporting.check_registry(uri)
     client = tracking.client_for(uri)
     tracking.check_parent_run(client, saved["parent_run_id"], uri)
-    chosen = choose_configs(load_trials(client, saved["experiment_id"], saved["parent_run_id"]),
-                            settings["objective"], args.top)
+    trials = load_trials(client, saved["experiment_id"], saved["parent_run_id"])
+    chosen = choose_configs(trials, settings["objective"], args.top)
+    study_best = best_trial(trials, settings["objective"])
     langs = list(GROUPS["low"]) + list(GROUPS["high"])
     eval_config = {**settings["eval"], **BUDGETS[settings["budget"]].replication_eval, "langs": langs,
                    "keep_hits": True, "typo_rates": (), "split": "report"}
@@ -509,6 +654,12 @@ def main(argv=None) -> int:
         require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
         reference = evaluate_on_cluster(settings, eval_config, out / "reference_hits.json",
                                         "with the replicas' evaluation")
+        # the language-distance analysis takes each language's distance from the untrained encoder's clean accuracy
+        # on the selection sentences, disjoint from the report sentences its gains are measured on
+        selection = evaluate_on_cluster(settings, {**eval_config, "split": "selection", "radii": (), "xsts_langs": (),
+                                                   "english_check": False, "keep_hits": False},
+                                        out / "reference_selection.json", "its clean accuracy on the selection half")
+        reference["metrics"].update({k: v for k, v in selection["metrics"].items() if k.startswith("selection.acc.")})
         configs = replica_configs(chosen, args.seeds, settings, eval_config)
         replicas = run_replicas(configs, settings, study_dir, uri, saved["experiment_id"], replication)
         minutes = (time.time() - start) / 60
@@ -519,16 +670,19 @@ def main(argv=None) -> int:
         analysis = analyse(replicas, reference, langs, radii)
         chosen = [c for c in chosen if c[0] in names]  # the baselines, then the best configuration with results
         best = best_configuration(chosen)
-        distance = language_distance(analysis, reference, langs, best)
+        distance = language_distance(analysis, reference, langs, best, eval_config.get("max_sentences"))
         plots.plot_distance(out / "distance.png", distance)
         plots.plot_robustness_curves(out / "robustness_curves.png", replicas, reference, langs, radii, best)
         import torch
 
         hardware = (f"{torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
                     else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
+        seeds_used = {name: len({r.seed for r in replicas if r.name == name}) for name, _ in chosen}
         report = findings(Findings(study_dir.name, settings, chosen, analysis, distance, langs, radii, args.seeds,
                                    seeds_note, REPORT_SPLIT_TEXT, budget, hardware, minutes,
-                                   (eval_config.get("strong_steps", 20), eval_config.get("strong_restarts", 3))))
+                                   (eval_config.get("strong_steps", 20), eval_config.get("strong_restarts", 3)),
+                                   seeds_used, (eval_config["attack_steps"], settings["eval"].get("attack_steps", 3)),
+                                   describe_best(study_best, chosen)))
         if args.export or args.register:  # the best configuration's first seed, as a model; report and model link
             replica = min((r for r in replicas if r.name == best), key=lambda r: r.seed)
             config = next(c for c in configs if c.replica == best and c.seed == replica.seed)

@@ -15,10 +15,13 @@ over the candidate pool of that split, keys S.acc.L.<figure> (shown below withou
                              restarts, on the margin between the nearest wrong English candidate and the true one
   acc.L.robust_strong        mean strong-attack accuracy over the radii
 Attacks and noise leave [CLS], [SEP] and the "query: " prefix alone (EvalConfig.perturb_special).
+  A sentence survives the strong attack only if it survives the cheap one too (the per-sentence minimum), so
+  that the strong figure bounds the cheap one from below.
 Group means (S.group.<low|high>.<figure>), the English source-language check (en.paraphrase_acc: paraphrase
 retrieval accuracy@1 on STS-B test pairs with score >= 4 and MSRP test pairs labelled 1; en.stsb_spearman),
+cross-lingual similarity on translated STS-B (S.xsts.<X>, S.xpara.<X> and their means: study.crosslingual),
 and the objectives, always of the evaluation's own split, the selection split in a study's trials
-(objective.robust = S.group.low.robust, objective.clean = S.group.low.clean).
+(objective.robust = S.group.low.robust, objective.clean = S.group.low.clean, objective.xsts = S.xsts.mean).
 
 The radii are fixed (not taken from the trial), so every trial is measured with the same yardstick.
 DEFAULT_RADII were calibrated on the untrained encoder: see README, "Evaluation radii".
@@ -36,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from study import crosslingual
+from study.crosslingual import XSTS_LANGS
 from study.data import SPLITS, load_english_pairs, load_stsb, load_tatoeba, resolve_data_dir
 from study.encoding import Encoder, sentence_embedding
 from study.errors import ConfigError
@@ -48,7 +53,7 @@ from trainables.attacks import PGD, RestartPGD, random_in_ball
 DEFAULT_RADII = (0.02, 0.05, 0.1, 0.2)
 DEFAULT_TYPO_RATES = (0.1,)
 OBJECTIVES = ("robust", "clean", "pareto")  # what a study optimises (study.run --objective)
-PARETO_METRICS = ("objective.clean", "objective.robust")
+PARETO_METRICS = ("objective.clean", "objective.robust", "objective.xsts")  # what a pareto study maximises
 
 
 def objective_metric(objective: str) -> str:
@@ -81,6 +86,10 @@ class EvalConfig:
     strong_attack: bool = False
     strong_steps: int = 20
     strong_restarts: int = 3
+    # cross-lingual similarity (study.crosslingual): translated STS-B pairs of these languages ((): not measured),
+    # the first max_xsts_pairs of the split's (None: all of its 750)
+    xsts_langs: tuple[str, ...] = XSTS_LANGS
+    max_xsts_pairs: int | None = None
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -92,8 +101,12 @@ class EvalConfig:
         if self.strong_steps < 1 or self.strong_restarts < 1:
             raise ConfigError(f"the strong attack needs >= 1 step and restart, got {self.strong_steps} steps and "
                               f"{self.strong_restarts} restarts")
+        unknown = sorted(set(self.xsts_langs) - set(XSTS_LANGS))
+        if unknown:
+            raise ConfigError(f"no translated STS-B for {', '.join(unknown)} (one of {', '.join(XSTS_LANGS)})")
         self.radii = tuple(float(r) for r in self.radii)
         self.typo_rates = tuple(float(p) for p in self.typo_rates)
+        self.xsts_langs = tuple(self.xsts_langs)
 
 
 def fmt(value: float) -> str:
@@ -279,7 +292,7 @@ def evaluate_query_sets(encoder: Encoder, sets: list[QuerySet], config: EvalConf
         queries[figure_name("attack", eps)] = embed_perturbed(encoder, ids, gold, eps, "attack", config.attack_steps,
                                                               seeds, config.perturb_special, start_out=noise)
         queries[figure_name("noise", eps)] = noise
-        if config.strong_attack:
+        if config.strong_attack:  # scored below as surviving both attacks
             queries[figure_name("strong", eps)] = torch.cat([
                 embed_perturbed(encoder, qs.source_ids, pool, eps, "strong", config.strong_steps,
                                 qs.seeds(config, "strong", eps), config.perturb_special, config.strong_restarts)
@@ -290,13 +303,18 @@ def evaluate_query_sets(encoder: Encoder, sets: list[QuerySet], config: EvalConf
     out = []
     for qs, span, pool in zip(sets, spans, pools):
         clean = queries["clean"][span]
+        per_sentence = {name: retrieval_hits(q[span], pool) for name, q in queries.items() if name != "clean"}
+        for eps in config.radii if config.strong_attack else ():
+            # the two attacks start apart: a sentence survives the strong one only if it survives both
+            per_sentence[figure_name("strong", eps)] &= per_sentence[figure_name("attack", eps)]
         m = {"l2e": retrieval_accuracy(clean, pool), "e2l": retrieval_accuracy(pool, clean)}
         m["clean"] = (m["l2e"] + m["e2l"]) / 2
-        m.update({name: retrieval_accuracy(q[span], pool) for name, q in queries.items() if name != "clean"})
+        m.update({name: hit.float().mean().item() for name, hit in per_sentence.items()})
         hits = None
         if keep_hits:
-            hits = {"l2e" if name == "clean" else name: retrieval_hits(q[span], pool).int().tolist()
-                    for name, q in queries.items() if not name.startswith(("noise", "typo"))}
+            hits = {"l2e": retrieval_hits(clean, pool).int().tolist()}
+            hits.update({name: hit.int().tolist() for name, hit in per_sentence.items()
+                         if not name.startswith(("noise", "typo"))})
         out.append((summarise(m, config, len(qs.source)), hits))
     return out
 
@@ -394,6 +412,18 @@ def flatten(per_lang: dict[str, dict], english: dict | None, split: str, objecti
     return flat
 
 
+def crosslingual_metrics(encoder: Encoder, config: EvalConfig, data_dir: Path | None, splits: Sequence[str],
+                         untrained: dict | None) -> tuple[dict, dict]:
+    """(flat metrics, per-pair measurements of splits[0]) of the cross-lingual similarity on each split; with the
+    untrained encoder's measurements of splits[0] (`untrained`), the constraint's figures and CONSTRAINT too."""
+    measured = crosslingual.evaluate_crosslingual(encoder, config.xsts_langs, data_dir, splits, config.max_xsts_pairs)
+    flat = {key: value for split in splits for key, value in crosslingual.flatten(measured[split], split).items()}
+    flat["objective.xsts"] = flat[crosslingual.xsts_key(splits[0], "xsts")]
+    if untrained is not None:
+        flat.update(crosslingual.against_untrained(measured[splits[0]], untrained, splits[0]))
+    return flat, measured[splits[0]]
+
+
 PER_LANGUAGE = "per_language"  # the field of a Ray result that carries the <split>.acc.<lang>.* figures
 
 
@@ -419,10 +449,13 @@ def unpack_result(result: dict) -> dict:
 
 
 def evaluate_encoder(encoder: Encoder, config: EvalConfig, data_dir: Path | None, progress=None,
-                     also_report: bool = False) -> dict:
+                     also_report: bool = False, untrained_pairs: dict | None = None) -> dict:
     """All figures of one model on the config's split: {"languages": {lang: {...}}, "english": {...},
-    "metrics": flat dict, "hits" (keep_hits)}. `also_report`: the report split's figures too, into "metrics"
-    only (a trial's last epoch: the study's summary quotes them; its objective and ASHA never see them)."""
+    "metrics": flat dict, "hits" and "pairs" (keep_hits: per-sentence Tatoeba hits, per-pair cross-lingual
+    measurements)}. `also_report`: the report split's figures too, into "metrics" only (a trial's last epoch: the
+    study's summary quotes them; its objective and ASHA never see them). `untrained_pairs`: the untrained
+    encoder's cross-lingual measurements on the config's split (`crosslingual.untrained_measurements`), for the
+    selection constraint."""
     was_training = encoder.model.training
     encoder.model.eval()
     splits = [config.split] + (["report"] if also_report and config.split != "report" else [])
@@ -433,10 +466,14 @@ def evaluate_encoder(encoder: Encoder, config: EvalConfig, data_dir: Path | None
     metrics = flatten(per_lang, english, config.split)
     if "report" in splits[1:]:
         metrics.update(flatten(figures["report"], None, "report", objectives=False))
+    pairs = None
+    if config.xsts_langs:
+        xsts, pairs = crosslingual_metrics(encoder, config, data_dir, splits, untrained_pairs)
+        metrics.update(xsts)
     encoder.model.train(was_training)
     result = {"languages": per_lang, "english": english, "metrics": metrics}
     if config.keep_hits:
-        result["hits"] = hits
+        result["hits"], result["pairs"] = hits, pairs
     return result
 
 

@@ -7,7 +7,8 @@ import argparse
 
 from search_spaces import SPACE_NAMES, load_space
 from study.budgets import resolve_budget
-from study.data import load_english_pairs, load_tatoeba, resolve_data_dir
+from study.crosslingual import XSTS_LANGS
+from study.data import load_crosslingual_sts, load_english_pairs, load_tatoeba, resolve_data_dir
 from study.errors import ConfigError, UsageError
 from study.languages import resolve_languages
 from study.robustness import OBJECTIVES, EvalConfig
@@ -27,8 +28,9 @@ def parse_args(argv):
     p.add_argument("--num-samples", type=int, help="trials, the r = 0 baseline included (default: budget's)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: budget's)")
     p.add_argument("--objective", choices=OBJECTIVES,
-                   help="robust: mean attacked accuracy over the low-resource group (default); clean; "
-                        "pareto: both, multi-objective")
+                   help="robust: mean attacked accuracy over the low-resource group (default); clean; pareto: "
+                        "clean, robust and cross-lingual similarity, multi-objective. Whatever the objective, the "
+                        "best trial must do no harm: cross-lingual similarity no worse than the untrained encoder's")
     p.add_argument("--range", action="append", default=[], metavar="KEY=LOW,HIGH",
                    help="narrow a searched key, e.g. --range ratio=0,0.5 --range epsilon=0.05,0.5 (repeatable)")
     p.add_argument("--method", help="attack method for every trial (pgd, fgsm, freelb, rs-rp, rs-da), "
@@ -109,3 +111,5 @@ def check_data(settings: dict) -> None:
         load_tatoeba(lang, data_dir)
     for split in ("train", "test"):
         load_english_pairs(split, data_dir)
+    for lang in settings["eval"].get("xsts_langs", XSTS_LANGS):
+        load_crosslingual_sts(lang, data_dir)

@@ -1,4 +1,5 @@
-"""A study's trials as MLflow recorded them: read back, ranked, the r = 0 baseline found, the Pareto front.
+"""A study's trials as MLflow recorded them: read back, ranked, the best chosen, the r = 0 baseline found, the
+Pareto front.
 
 A trial here is a dict {run_id, name, status, params (typed), metrics (latest values), failure}, read from
 the child runs of the study's parent run.
@@ -6,6 +7,7 @@ the child runs of the study's parent run.
 
 from __future__ import annotations
 
+from study.crosslingual import CONSTRAINT
 from study.robustness import objective_metric
 from study.tracking import PARENT_TAG, TRIAL_TAG
 
@@ -34,14 +36,27 @@ def rank_trials(trials: list[dict], objective: str) -> list[dict]:
     return sorted(done, key=lambda t: -t["metrics"][key])
 
 
+def meets_constraint(trial: dict) -> bool:
+    """Whether a trial does no harm: its cross-lingual similarity on the selection half is no worse than the
+    untrained encoder's, within the tolerance (CONSTRAINT <= 0, study.crosslingual). A study that did not measure
+    it (no translated pairs) constrains nothing."""
+    return trial["metrics"].get(CONSTRAINT, 0.0) <= 0
+
+
+def eligible_trials(trials: list[dict], objective: str) -> list[dict]:
+    """The ranked trials (`rank_trials`) that meet the constraint: the candidates for "best"."""
+    return [t for t in rank_trials(trials, objective) if meets_constraint(t)]
+
+
 def best_trial(trials: list[dict], objective: str) -> dict | None:
-    """The trial a study hands on as its answer (study.export), or None when no trial finished: the best by the
-    study's objective, which is measured on the selection split, the r = 0 baseline included (the report's
-    summary names the best trial other than the baseline). Not the best
-    on the report split, whose figures the export carries: choosing on them would spend the report sentences
-    on selection, and the figures quoted for the choice would be biased upwards."""
-    ranked = rank_trials(trials, objective)
-    return ranked[0] if ranked else None
+    """The trial a study hands on as its answer, one definition for the summary, study.export's default, the
+    registry's @best and study.replicate: the best by the study's objective among the finished trials that meet
+    the constraint (`meets_constraint`), the r = 0 baseline included; None when no finished trial meets it.
+    The objective and the constraint are measured on the selection split, not on the report split whose figures
+    the summary and the export carry: choosing on them would spend the report sentences on selection, and the
+    figures quoted for the choice would be biased upwards."""
+    eligible = eligible_trials(trials, objective)
+    return eligible[0] if eligible else None
 
 
 def finished_baseline(trials: list[dict]) -> dict | None:
@@ -49,11 +64,9 @@ def finished_baseline(trials: list[dict]) -> dict | None:
     return next((t for t in trials if t["params"].get("ratio") == 0 and t["status"] == "FINISHED"), None)
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated points (both coordinates maximised)."""
-    front = []
-    for i, (a, b) in enumerate(points):
-        dominated = any((c >= a and d >= b) and (c > a or d > b) for j, (c, d) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return front
+def pareto_front(points: list[tuple[float, ...]]) -> list[int]:
+    """Indices of the non-dominated points (every coordinate maximised)."""
+    def dominates(p, q):
+        return all(a >= b for a, b in zip(p, q)) and any(a > b for a, b in zip(p, q))
+
+    return [i for i, p in enumerate(points) if not any(dominates(q, p) for j, q in enumerate(points) if j != i)]

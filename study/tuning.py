@@ -17,6 +17,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from study.crosslingual import CONSTRAINT
 from study.robustness import PARETO_METRICS, objective_metric
 from study.studydir import ray_storage
 from trainables.config import DEFAULTS, KEYS, TrialConfig, column_label
@@ -30,7 +31,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 # the one JSON logger `_run_config` adds keeps result.json, from which Ray's ResultGrid reads trial histories
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
-METRIC_COLUMNS = {"epoch": "epoch", "objective.robust": "robust", "objective.clean": "clean", "train.loss": "loss"}
+METRIC_COLUMNS = {"epoch": "epoch", "objective.robust": "robust", "objective.clean": "clean",
+                  "objective.xsts": "xsts", CONSTRAINT: "harm", "train.loss": "loss"}
 
 
 # ----------------------------------------------------------------------------- what the trials run
@@ -69,8 +71,11 @@ def startup_trials(num_samples: int) -> int:
 
 
 class StudyOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, with two repairs for early stopping:
+    """Ray's OptunaSearch, with the selection constraint and two repairs for early stopping:
 
+    - Each trial's CONSTRAINT (no worse than the untrained encoder at cross-lingual similarity, within its
+      tolerance: study.crosslingual) is set on its Optuna trial (`Trial.set_constraint`, Optuna's constrained
+      optimisation) before it is told, so TPE models infeasible trials apart from the feasible ones.
     - A trial ASHA stopped is told to Optuna as PRUNED, after its last value is reported (Ray skips
       `on_trial_result` for the result that triggered the stop), not COMPLETE with an early epoch's value as if
       it were final. Its epochs are read from the flattened result Ray hands searchers (`config/epochs`).
@@ -84,6 +89,8 @@ class StudyOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id, result=None, error=False):
         result = result or {}
+        if CONSTRAINT in result and not error and trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_constraint("xsts", result[CONSTRAINT])
         epochs = result.get("config/epochs") or self._study_epochs
         stopped_early = result and not error and result.get(TRAINING_ITERATION, epochs) < epochs
         if stopped_early and not isinstance(self.metric, list) and trial_id not in self._completed_trials:
@@ -135,7 +142,7 @@ def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | No
     common = dict(space=space.define_by_run, sampler=sampler, points_to_evaluate=points,
                   study_epochs=settings["epochs"], scheduler=scheduler)
     if settings["objective"] == "pareto":
-        searcher = StudyOptunaSearch(metric=list(PARETO_METRICS), mode=["max", "max"], **common)
+        searcher = StudyOptunaSearch(metric=list(PARETO_METRICS), mode=["max"] * len(PARETO_METRICS), **common)
     else:
         searcher = StudyOptunaSearch(metric=objective_metric(settings["objective"]), mode="max", **common)
     return ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"])

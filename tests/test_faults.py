@@ -108,7 +108,8 @@ def test_diverging_trial_fails_with_its_reason_and_the_others_finish(tmp_path, m
                   ratio=0.5, epsilon=0.1, attack_steps=1,
                   # 1e-45 underflows float32: logits / temperature overflow to inf and the loss turns NaN
                   temperature=tune.grid_search([0.05, 1e-45]),
-                  eval=dict(langs=["swh"], max_sentences=8, radii=(0.05,), attack_steps=1, max_english_pairs=16))
+                  eval=dict(langs=["swh"], max_sentences=8, radii=(0.05,), attack_steps=1, max_english_pairs=16,
+                            max_xsts_pairs=16))
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         tuner = tune.Tuner(tune.with_resources(train_hybrid, {"cpu": 1}), param_space=config,

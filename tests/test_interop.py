@@ -69,7 +69,7 @@ def test_mteb_bitext_mining_agrees_with_the_project_evaluation(encoder, model_di
 
     start = time.time()
     config = EvalConfig(langs=list(MTEB_LANGS), radii=(), typo_rates=(), max_sentences=MTEB_SENTENCES,
-                        english_check=False, split="all")  # the first 100 pairs of each file, as MTEB reads them
+                        english_check=False, split="all", xsts_langs=())  # the first 100 pairs, as MTEB reads them
     ours = evaluate_encoder(encoder, config, data_dir)["languages"]
     task, model = TatoebaBitextMining(), _MtebModel(sentence_model(model_dir, max_seq_length=encoder.max_length))
     rows = []

@@ -116,3 +116,66 @@ def test_the_strong_attack_gets_its_own_table_where_it_ran():
         assert ("## Under the strong attack" in text) == strong
         assert ("PGD-20 with 3 random restarts" in text) == strong
         assert ("robust_strong" in analysis["best1"].languages[langs[0]]) == strong
+
+
+# ----------------------------------------------------------------------------- cross-lingual similarity, --top K
+XSTS = ("de", "fr")
+
+
+def _pairs(rng, score: np.ndarray, harm: float, para: float) -> dict:
+    """Per-pair cross-lingual measurements as study.crosslingual.evaluate_pairs keeps them: cosines that track the
+    gold score (less so with `harm`), paraphrase hits at rate `para` among the pairs scored >= 4."""
+    strong = score >= 4
+    return {"score": score.tolist(),
+            "cos": {lang: (0.1 * score + (0.05 + harm) * rng.standard_normal(score.size)).tolist() for lang in XSTS},
+            "para": {lang: _hits(rng, para, int(strong.sum())) for lang in XSTS}}
+
+
+def _with_pairs(replicas: list[Replica], rng, score, harm: float, para: float) -> list[Replica]:
+    return [Replica(r.name, r.seed, r.metrics, r.hits, _pairs(rng, score, harm, para)) for r in replicas]
+
+
+def test_replication_measures_cross_lingual_similarity_and_findings_show_every_configuration_and_the_seeds_used():
+    rng = np.random.default_rng(4)
+    langs = list(GROUPS["low"][:3]) + list(GROUPS["high"][:1])
+    score = rng.uniform(0, 5, 300)
+    accuracy = {lang: 0.7 for lang in langs}
+    replicas = (_with_pairs(_replicas(rng, "baseline", range(3), accuracy, 60), rng, score, 0.0, 0.8)
+                + _with_pairs(_replicas(rng, "study_baseline", range(3), accuracy, 60), rng, score, 0.0, 0.8)
+                + _with_pairs(_replicas(rng, "best1", range(3), accuracy, 60), rng, score, 0.3, 0.6)  # harmful
+                + _with_pairs(_replicas(rng, "best2", [0, 1], accuracy, 60), rng, score, 0.0, 0.8))  # one failed
+    reference = {**_reference(rng, langs, 60), "pairs": _pairs(rng, score, 0.0, 0.8)}
+    reference["metrics"].update({lang_key("selection", lang, "l2e"): rng.uniform(0.3, 0.9) for lang in langs})
+    analysis = analyse(replicas, reference, langs, RADII)
+    harmful, harmless = analysis["best1"].crosslingual, analysis["best2"].crosslingual
+    assert harmful["xsts"].vs_untrained.high < 0 and harmful["xsts"].vs_baseline.high < 0, "the harm is seen"
+    assert harmless["xsts"].vs_untrained.low < 0 < harmless["xsts"].vs_untrained.high
+    assert harmful["xpara"].vs_baseline.mean == pytest.approx(
+        np.mean([np.mean(r.pairs["para"][lang]) for r in replicas if r.name == "best1" for lang in XSTS])
+        - np.mean([np.mean(r.pairs["para"][lang]) for r in replicas if r.name == "baseline" for lang in XSTS]))
+    assert harmless["xsts"].vs_baseline.n == 2, "paired by seed: the seeds both have"
+    general = analysis["best1"].low_languages["robust|vs_baseline"]
+    assert general.n == 3 and general.df == 2, "languages as a random sample: t over 3 gains, 2 df"
+
+    chosen = [("baseline", TrialConfig(ratio=0.0, lr=3e-5)), ("study_baseline", TrialConfig(ratio=0.0)),
+              ("best1", TrialConfig(ratio=0.95, epsilon=1.37, lr=3e-5)),
+              ("best2", TrialConfig(ratio=0.55, epsilon=0.73, lr=3e-5))]
+    settings = dict(model="e5", space="full", budget="cpu", objective="robust")
+    text = findings(Findings("s", settings, chosen, analysis, language_distance(analysis, reference, langs, "best1"),
+                             langs, RADII, 3, "set by --seeds", "report-split", "budget", "CPU", 1.0,
+                             seeds_used={"baseline": 3, "study_baseline": 3, "best1": 3, "best2": 2},
+                             attack_steps=(2, 2)))
+    print(text)
+    configurations = text.split("## Every replicated configuration")[1].split("\n## ")[0]
+    assert "| best2 | 0.55 | 0.73 | pgd | 2 |" in configurations
+    assert "| best1 | 0.95 | 1.37 | pgd | 3 |" in configurations
+    crosslingual = text.split("## Cross-lingual similarity")[1].split("\n## ")[0]
+    assert "| best1 |" in crosslingual and "| best2 |" in crosslingual and "seed_bootstrap_interval" in crosslingual
+    assert "used, after failed replicas were dropped: baseline 3, study_baseline 3, best1 3, best2 2 seeds" in text
+    assert "3 seeds asked" in text
+    assert "ablation of r at the settings the search tuned for the hybrid" in text  # review, correction 5
+    assert "r = 0 got no search of its own" in text
+    assert "as a sample of low-resource languages in general" in text and "taken as fixed" in text  # correction 1
+    assert "At the measured variance" in text and "would go unseen" not in text  # correction 8
+    assert "cross-lingual similarity" in text.split("## Answer")[1].split("\n## ")[0]
+    assert "association" in text.split("## Language distance")[1]  # correction 2's wording

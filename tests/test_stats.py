@@ -13,12 +13,15 @@ from study.stats import (
     bootstrap_accuracy_difference,
     format_interval,
     holm_significant,
+    languages_interval,
     mark,
     minimum_detectable_effect,
     p_value_from_t,
     paired_difference,
+    seed_bootstrap_interval,
     seed_interval,
     seed_sentence_interval,
+    spearman_rows,
     spearman_with_interval,
 )
 
@@ -51,6 +54,20 @@ def test_seed_interval_single_seed_is_flagged():
     assert not iv.excludes_zero
     with pytest.raises(ValueError):
         seed_interval([])
+
+
+def test_languages_interval_is_the_t_over_languages():
+    gains = np.array([0.04, 0.01, 0.06, -0.02, 0.03, 0.05])
+    iv = languages_interval(gains)
+    expected = sps.t.interval(0.95, gains.size - 1, loc=gains.mean(), scale=gains.std(ddof=1) / math.sqrt(6))
+    assert (iv.low, iv.high) == pytest.approx(expected)
+    assert (iv.n, iv.df) == (6, 5) and iv.std == pytest.approx(gains.std(ddof=1))
+    assert iv.p == pytest.approx(sps.ttest_1samp(gains, 0.0).pvalue)
+    one = languages_interval([0.04])
+    assert one.flagged and one.note == "one language"
+    same = languages_interval([0.02, 0.02, 0.02])
+    assert same.flagged and same.note == "no variation across languages" and not same.excludes_zero
+    assert format_interval(one) == "+4.0 (no interval: one language)"
 
 
 def test_interval_as_dict():
@@ -140,23 +157,52 @@ def test_bootstrap_rejects_mismatched_hits():
 # --- seeds and sentences together -------------------------------------------------------------------------
 
 
+def _fiducial_draws(rng, seed_part, seed_df, item_part, item_den, draws=1_000_000):
+    """Monte-Carlo draws of the mean's error under `_seed_item_interval`'s fiducial mixture, written out apart:
+    seed part * df / chi2_df, then Student-t with the Welch-Satterthwaite df of the whole, the seed part fixed."""
+    variance = seed_part * seed_df / rng.chisquare(seed_df, draws) + item_part
+    return np.sqrt(variance) * rng.standard_t(variance**2 / item_den)
+
+
 def test_seed_sentence_interval_by_hand():
-    """A 2 x 3 table worked out with the two-way mean squares, and the Satterthwaite df."""
+    """A 2 x 3 table worked out with the two-way mean squares; its ends checked against a simulation of the
+    seed part's fiducial mixture."""
     d = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     n, sentences = d.shape
-    per_seed = d.mean(1)  # 2/3, 1/3
-    seed_part = per_seed.var(ddof=1) / n
+    seed_part = d.mean(1).var(ddof=1) / n  # seed means 2/3, 1/3: 1/36
     sentence_means = d.mean(0)  # 0.5, 0, 1
-    ms_sentence = n * sentence_means.var(ddof=1)
+    ms_sentence = n * sentence_means.var(ddof=1)  # 0.5
     residual = d - d.mean(1)[:, None] - sentence_means[None, :] + d.mean()
-    ms_residual = (residual**2).sum() / ((n - 1) * (sentences - 1))
-    sentence_part = (ms_sentence - ms_residual) / (n * sentences)
+    ms_residual = (residual**2).sum() / ((n - 1) * (sentences - 1))  # 1/6
+    assert (seed_part, ms_sentence, ms_residual) == pytest.approx((1 / 36, 0.5, 1 / 6))
+    sentence_part = (ms_sentence - ms_residual) / (n * sentences)  # 1/18
+    # Welch-Satterthwaite over the two mean squares of the sentence part, the residual's with (n-1)(N-1) df
+    den = (ms_sentence / (n * sentences)) ** 2 / (sentences - 1) + (ms_residual / (n * sentences)) ** 2 / (
+        (n - 1) * (sentences - 1))
     se = math.sqrt(seed_part + sentence_part)
-    df = (seed_part + sentence_part) ** 2 / (seed_part**2 / (n - 1) + sentence_part**2 / (sentences - 1))
     iv = seed_sentence_interval([d])
-    assert iv.mean == pytest.approx(0.5) and iv.se == pytest.approx(se) and iv.df == pytest.approx(df)
-    assert iv.high - iv.mean == pytest.approx(sps.t.ppf(0.975, df) * se)
-    assert iv.p == pytest.approx(2 * sps.t.sf(0.5 / se, df))
+    assert iv.mean == pytest.approx(0.5) and iv.se == pytest.approx(se) and iv.n == 2
+    errors = np.abs(_fiducial_draws(np.random.default_rng(0), seed_part, n - 1, sentence_part, den))
+    half = iv.high - iv.mean
+    assert half == pytest.approx(np.quantile(errors, 0.95), rel=0.02)
+    assert iv.p == pytest.approx(np.mean(errors > 0.5), abs=0.003)
+    assert half == pytest.approx(sps.t.ppf(0.975, iv.df) * se)  # df: the Student-t with the same width
+    # wider than plain Satterthwaite, narrower than the seed part's own t(1)
+    satterthwaite = (seed_part + sentence_part) ** 2 / (seed_part**2 / (n - 1) + den)
+    assert sps.t.ppf(0.975, satterthwaite) * se < half < sps.t.ppf(0.975, n - 1) * se
+
+
+def test_seed_sentence_interval_without_a_sentence_part_is_the_t_over_seeds():
+    """Sentences that differ only by noise (sentence mean square below the residual's): the interval is exactly
+    Student-t over the per-seed means with n - 1 df; seeds that agree exactly: t over sentences."""
+    d = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0]])
+    sentence_means = d.mean(0)
+    residual = d - d.mean(1)[:, None] - sentence_means[None, :] + d.mean()
+    assert 3 * sentence_means.var(ddof=1) < (residual**2).sum() / 6  # clipped
+    assert seed_sentence_interval([d]) == seed_interval(d.mean(1))
+    agree = np.array([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])  # no seed part, no residual
+    iv = seed_sentence_interval([agree])
+    assert (iv.low, iv.high) == pytest.approx(sps.t.interval(0.95, 3, loc=0.5, scale=math.sqrt(1 / 3 / 4)))
 
 
 def test_seed_sentence_interval_says_when_it_cannot_be_estimated():
@@ -165,6 +211,8 @@ def test_seed_sentence_interval_says_when_it_cannot_be_estimated():
     identical = seed_sentence_interval([np.zeros((3, 32))])  # every sentence agrees in every seed
     assert identical.flagged and "no variation" in identical.note
     assert format_interval(identical) == "+0.0 (no interval: no variation in any seed or sentence)"
+    agree = seed_sentence_interval([np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])])  # same seed means
+    assert agree.flagged and agree.note == "the seeds agree and no sentence part"
     with pytest.raises(ValueError):
         seed_sentence_interval([np.zeros((3, 4)), np.zeros((2, 4))])  # different seeds
 
@@ -176,28 +224,36 @@ def test_two_agreeing_seeds_do_not_give_a_zero_width_interval():
     assert iv.mean == pytest.approx(0.4) and iv.high - iv.low > 0.1
 
 
-def _null_tables(rng, seeds, sentences, seed_sd, languages):
-    """Two systems trained alike (the null), each seed its own model-wide effect, shared sentence difficulty."""
+def _null_tables(rng, seeds, sentences, seed_sd, languages, sentence_sd=0.0):
+    """Two systems trained alike (the null), each seed its own model-wide effect, shared sentence difficulty;
+    with sentence_sd, each system also its own effect per sentence (the same in every seed), a sentence part of
+    the difference."""
     effect_a, effect_b = rng.normal(0, seed_sd, seeds), rng.normal(0, seed_sd, seeds)
     tables = []
     for _ in range(languages):
         difficulty = rng.normal(1.0, 1.5, sentences)
-        hits = [rng.random((seeds, sentences)) < 1 / (1 + np.exp(-(difficulty[None, :] + e[:, None])))
-                for e in (effect_a, effect_b)]
+        own = rng.normal(0, sentence_sd, (2, sentences)) if sentence_sd else np.zeros((2, sentences))
+        hits = [rng.random((seeds, sentences)) < 1 / (1 + np.exp(-(difficulty[None, :] + o[None, :] + e[:, None])))
+                for e, o in ((effect_a, own[0]), (effect_b, own[1]))]
         tables.append(hits[0].astype(float) - hits[1])
     return tables
 
 
-@pytest.mark.parametrize("seeds, sentences, seed_sd, languages", [
-    (3, 400, 1.0, 1),   # seed noise dominates (the regime where the bootstrap covered 80%)
-    (3, 400, 0.0, 1),   # sentence and residual noise only
-    (5, 48, 0.3, 6),    # a group of six languages at the CPU budget's size
+@pytest.mark.parametrize("seeds, sentences, seed_sd, languages, sentence_sd", [
+    (3, 400, 1.0, 1, 0.0),  # seed noise dominates (the regime where the bootstrap covered 80%)
+    (3, 400, 0.0, 1, 0.0),  # residual noise only
+    (5, 48, 0.3, 6, 0.0),   # a group of six languages at the CPU budget's size
+    # seed and sentence parts of similar size (about 2e-4 and 1.3e-4 of the mean's variance, residual 2.5-3.7e-4):
+    # Satterthwaite's plug-in df covered 0.895 (2 seeds) and 0.922 (3 seeds) here, with the residual's df 0.903, 0.925
+    (2, 400, 0.1, 1, 1.0),
+    (3, 400, 0.1, 1, 1.0),
 ])
-def test_seed_sentence_interval_covers_the_null_at_its_nominal_level(seeds, sentences, seed_sd, languages):
+def test_seed_sentence_interval_covers_the_null_at_its_nominal_level(seeds, sentences, seed_sd, languages,
+                                                                     sentence_sd):
     rng = np.random.default_rng(2026)
     reps = 1500
     covered = sum(iv.low <= 0 <= iv.high for iv in (seed_sentence_interval(_null_tables(
-        rng, seeds, sentences, seed_sd, languages)) for _ in range(reps)))
+        rng, seeds, sentences, seed_sd, languages, sentence_sd)) for _ in range(reps)))
     assert covered / reps >= 0.93, f"coverage {covered / reps:.3f} at nominal 0.95"
 
 
@@ -205,6 +261,197 @@ def test_minimum_detectable_effect():
     iv = Interval(0.0, -0.1, 0.1, 0.05, 5, se=0.02, df=10.0)
     assert minimum_detectable_effect(iv) == pytest.approx((sps.t.ppf(0.975, 10) + sps.t.ppf(0.8, 10)) * 0.02)
     assert math.isnan(minimum_detectable_effect(seed_interval([0.3])))
+
+
+# --- a figure that is not a mean over items: t over seeds, bootstrap over the items ----------------------
+
+
+def test_spearman_rows_matches_scipy_row_by_row():
+    rng = np.random.default_rng(4)
+    x = np.round(rng.normal(size=(6, 40)), 1)  # ties on both sides
+    y = np.round(x + rng.normal(size=(6, 40)))
+    rho = spearman_rows(x, y)
+    assert rho.shape == (6,)
+    assert rho == pytest.approx([sps.spearmanr(a, b).statistic for a, b in zip(x, y)])
+    assert float(spearman_rows(x[0], y[0])) == pytest.approx(sps.spearmanr(x[0], y[0]).statistic)
+    assert math.isnan(spearman_rows(np.ones((1, 5)), np.arange(5.0)[None, :])[0])
+    with pytest.raises(ValueError):
+        spearman_rows(x, y[:, :-1])
+
+
+def _counts(idx, items):
+    """(B, items): how often each item is drawn in each row of idx (B resamples of item indices)."""
+    rows = idx.shape[0]
+    flat = (idx + items * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * items).reshape(rows, items).astype(float)
+
+
+def _resampled_ranks(values, counts):
+    """(B, N) average ranks, within each resample, of the N items of 1-D `values` (counts: (B, N) how often each
+    is drawn): what stats.rankdata(values[idx], axis=1) gives the drawn copies, without a sort per resample."""
+    order = np.argsort(values, kind="stable")
+    ordered, drawn = values[order], counts[:, order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]]  # the first item of each run of ties
+    if not new.all():
+        drawn = np.add.reduceat(drawn, np.flatnonzero(new), axis=1)
+    average = np.cumsum(drawn, axis=1) - (drawn - 1) / 2  # copies below the tie, plus the middle of its own
+    ranks = np.empty_like(counts)
+    ranks[:, order] = average[:, np.cumsum(new) - 1]
+    return ranks
+
+
+def _weighted_pearson(x, y, weights):
+    """Pearson correlation of each row of x and y, item j counted weights[:, j] times."""
+    total = weights.sum(axis=1, keepdims=True)
+    x = x - (weights * x).sum(axis=1, keepdims=True) / total
+    y = y - (weights * y).sum(axis=1, keepdims=True) / total
+    return (weights * x * y).sum(axis=1) / np.sqrt((weights * x * x).sum(axis=1) * (weights * y * y).sum(axis=1))
+
+
+def test_resampled_ranks_give_the_spearman_of_the_resamples():
+    """The simulation's shortcut equals spearman_rows on the resampled items themselves, ties included."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=60), np.round(rng.normal(size=60), 1)
+    idx = rng.integers(0, 60, (30, 60))
+    counts = _counts(idx, 60)
+    assert np.take_along_axis(_resampled_ranks(y, counts), idx, axis=1) == pytest.approx(
+        sps.rankdata(y[idx], axis=1))
+    shortcut = _weighted_pearson(_resampled_ranks(x, counts), _resampled_ranks(y, counts), counts)
+    assert shortcut == pytest.approx(spearman_rows(x[idx], y[idx]))
+
+
+def _sts_difference(rng, seeds, pairs, n_boot, slopes, seed_sd, own_sd, noise_sd, shared_sd, ties):
+    """One replication of a cross-lingual STS study: per seed, Spearman(model a's cosines, gold score) minus
+    model b's over the same pairs, and the same on n_boot resamples of the pairs shared by every seed and model.
+
+    Pair i has a latent similarity z_i, gold score 5 Phi(z_i) in [0, 5] (rounded to 0.2 with ties); model m,
+    seed s: cos = slope_{m,s} z_i + shared_i (translation quality, both models) + own_{m,i} (the model's own pair
+    effect, every seed) + noise_{m,s,i}, slope_{m,s} = slopes[m] + seed_sd * N(0, 1).
+    """
+    z = rng.normal(size=pairs)
+    score = 5 * sps.norm.cdf(z)
+    if ties:
+        score = np.round(score * 5) / 5
+    shared = rng.normal(0, shared_sd, pairs)
+    counts = _counts(rng.integers(0, pairs, (n_boot, pairs)), pairs)
+    score_ranks = _resampled_ranks(score, counts)
+    per_seed, boots = np.zeros(seeds), np.zeros((seeds, n_boot))
+    for sign, slope in zip((1, -1), slopes):
+        cos = (slope + rng.normal(0, seed_sd, (seeds, 1))) * z + shared + rng.normal(0, own_sd, pairs) + rng.normal(
+            0, noise_sd, (seeds, pairs))
+        per_seed += sign * spearman_rows(cos, np.broadcast_to(score, cos.shape))
+        boots += sign * np.array([_weighted_pearson(_resampled_ranks(c, counts), score_ranks, counts) for c in cos])
+    return per_seed, boots
+
+
+def _expected_spearman_difference(pairs, slopes, seed_sd, own_sd, noise_sd, shared_sd):
+    """The mean over seeds and pair samples of `_sts_difference`'s figure without ties: given the slope, (cos, z)
+    are bivariate normal with r = slope / sd(cos), and a sample Spearman of N pairs has mean
+    6 / (pi (N + 1)) (arcsin r + (N - 2) arcsin(r / 2)) (Moran 1948); the slope's normal by Gauss-Hermite."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    expected = []
+    for slope in slopes:
+        beta = slope + seed_sd * nodes
+        r = beta / np.sqrt(beta**2 + shared_sd**2 + own_sd**2 + noise_sd**2)
+        spearman = 6 / (math.pi * (pairs + 1)) * (np.arcsin(r) + (pairs - 2) * np.arcsin(r / 2))
+        expected.append(weights @ spearman / weights.sum())
+    return expected[0] - expected[1]
+
+
+STS_NOISE = {  # the two parts of the mean's variance as the interval estimates them, averaged over replications
+    # the null (the models exchangeable, truth 0), scores with ties: seed part 12x, 7x, 5x the item part at 2, 3,
+    # 5 seeds; Satterthwaite's t covered 0.885 (2 seeds) and 0.925 (3 seeds) here
+    "seeds": dict(slopes=(1.0, 1.0), seed_sd=0.12, own_sd=0.2, noise_sd=0.3, shared_sd=0.5, ties=True),
+    # model a encodes the score more strongly (truth from Moran's formula): item part 9x, 13x, 21x the seed
+    # part; the t over seeds alone covered 0.82, 0.66, 0.44 here
+    "pairs": dict(slopes=(1.2, 1.0), seed_sd=0.02, own_sd=0.8, noise_sd=0.3, shared_sd=0.5, ties=False),
+}
+
+
+@pytest.mark.parametrize("noise", list(STS_NOISE))
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_seed_bootstrap_interval_covers_a_spearman_difference(seeds, noise):
+    rng = np.random.default_rng(2027)
+    pairs, n_boot, reps = 200, 200, 400
+    design = STS_NOISE[noise]
+    truth = 0.0 if noise == "seeds" else _expected_spearman_difference(pairs, **{
+        k: v for k, v in design.items() if k != "ties"})
+    covered = 0
+    for _ in range(reps):
+        iv = seed_bootstrap_interval(*_sts_difference(rng, seeds, pairs, n_boot, **design), items=pairs)
+        covered += iv.low <= truth <= iv.high
+    assert covered / reps >= 0.93, f"coverage {covered / reps:.3f} at nominal 0.95 (truth {truth:+.4f})"
+
+
+def _mean_over_items(rng, seeds, items, n_boot, seed_sd, item_sd, noise_sd, mu):
+    """Per-item values d[s, i] = mu + seed effect + item effect + noise; per seed their mean, and its bootstrap."""
+    d = mu + rng.normal(0, seed_sd, (seeds, 1)) + rng.normal(0, item_sd, items) + rng.normal(
+        0, noise_sd, (seeds, items))
+    return d, d.mean(axis=1), d @ _counts(rng.integers(0, items, (n_boot, items)), items).T / items
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_seed_bootstrap_interval_covers_a_mean_over_items(seeds):
+    """A plain mean, truth mu = 0.3; seed, item and residual parts of similar size."""
+    rng = np.random.default_rng(2028)
+    reps = 1000
+    covered = 0
+    for _ in range(reps):
+        _, per_seed, boots = _mean_over_items(rng, seeds, 200, 200, 0.05, 0.8, 1.0, 0.3)
+        iv = seed_bootstrap_interval(per_seed, boots, items=200)
+        covered += iv.low <= 0.3 <= iv.high
+    assert covered / reps >= 0.93, f"coverage {covered / reps:.3f} at nominal 0.95"
+
+
+def test_seed_bootstrap_interval_agrees_with_the_two_way_table_on_a_mean():
+    """On a mean over items the bootstrap's parts are the two-way mean squares' (up to (N - 1) / N and the
+    resampling noise): the same standard error within a few percent."""
+    d, per_seed, boots = _mean_over_items(np.random.default_rng(9), 4, 300, 4000, 0.05, 0.8, 1.0, 0.3)
+    by_bootstrap, by_table = seed_bootstrap_interval(per_seed, boots, items=300), seed_sentence_interval([d])
+    assert by_bootstrap.mean == pytest.approx(by_table.mean)
+    assert by_bootstrap.se == pytest.approx(by_table.se, rel=0.04)
+    assert by_bootstrap.std == by_table.std and by_bootstrap.n == 4
+
+
+def test_seed_bootstrap_interval_by_hand():
+    per_seed = np.array([0.10, 0.14, 0.09])
+    shift = np.array([[0.02, -0.01, 0.00, -0.03, 0.02], [0.03, -0.02, 0.01, -0.02, 0.00],
+                      [0.00, 0.01, -0.01, -0.02, 0.02]])
+    boots = per_seed[:, None] + shift
+    n, items, resamples = 3, 50, 5
+    seed_part = per_seed.var(ddof=1) / n
+    v_mean = boots.mean(axis=0).var(ddof=1)  # item + residual / n
+    v_each = boots.var(axis=1, ddof=1).mean()  # item + residual
+    residual = (v_each - v_mean) / (n - 1)  # residual / n
+    item_part = v_mean - residual
+    assert residual > 0 and item_part > 0
+    df = 1 / (1 / (items - 1) + 1 / (resamples - 1))
+    den = v_mean**2 / df + residual**2 / ((n - 1) * df)
+    iv = seed_bootstrap_interval(per_seed, boots, items=items)
+    assert iv.mean == pytest.approx(0.11) and iv.se == pytest.approx(math.sqrt(seed_part + item_part))
+    assert (iv.n, iv.std) == (3, pytest.approx(per_seed.std(ddof=1)))
+    errors = np.abs(_fiducial_draws(np.random.default_rng(1), seed_part, n - 1, item_part, den))
+    assert iv.high - iv.mean == pytest.approx(np.quantile(errors, 0.95), rel=0.02)
+    assert iv.p == pytest.approx(np.mean(errors > 0.11), abs=0.003)
+
+
+def test_seed_bootstrap_interval_edges():
+    per_seed = np.array([0.10, 0.14, 0.09])
+    cancelling = np.array([[0.02, -0.01], [-0.03, 0.02], [0.01, -0.01]])  # the seed mean never moves
+    no_item, by_seed = seed_bootstrap_interval(per_seed, per_seed[:, None] + cancelling, items=50), seed_interval(
+        per_seed)
+    assert (no_item.low, no_item.high, no_item.se, no_item.df) == pytest.approx(
+        (by_seed.low, by_seed.high, by_seed.se, by_seed.df))
+    boots = per_seed[:, None] + np.array([[0.02, -0.01, 0.0], [0.03, np.nan, 0.01], [0.0, 0.01, -0.01]])
+    kept, dropped = seed_bootstrap_interval(per_seed, boots, items=50), seed_bootstrap_interval(
+        per_seed, boots[:, [0, 2]], items=50)  # a resample with a nan is dropped in every seed
+    assert (kept.low, kept.high, kept.se, kept.df) == pytest.approx((dropped.low, dropped.high, dropped.se, dropped.df))
+    one = seed_bootstrap_interval([0.1], [[0.12, 0.08, 0.1]], items=50)
+    assert one.flagged and one.note == "one seed" and one.mean == 0.1
+    still = seed_bootstrap_interval([0.1, 0.1], [[0.1, 0.1], [0.1, 0.1]], items=50)
+    assert still.flagged and "no variation" in still.note
+    with pytest.raises(ValueError):
+        seed_bootstrap_interval(per_seed, boots[:2], items=50)
 
 
 # --- Spearman over languages ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from search_spaces import SPACE_NAMES, Choice, LogUniform, SearchSpace, Uniform, load_space
+from study.crosslingual import CONSTRAINT
 from study.errors import ConfigError
 from study.tracking import PARENT_TAG
 from study.trials import pareto_front
@@ -107,13 +108,35 @@ def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
         metrics = child.data.metrics
         assert metrics["objective.robust"] == metrics["selection.group.low.robust"], "the search sees selection"
         assert "report.group.low.robust" in metrics and "en.stsb_spearman" in metrics
-    # trained trials moved away from the untrained encoder, and the attack hurt
+    # cross-lingual similarity in every evaluation; the constraint against the untrained encoder the trial measured
+    # itself (once per worker), which is the driver's reference row: the same model, pairs and code
     reference = json.loads((study_dir / "reference.json").read_text())["metrics"]
+    for child in children:
+        metrics = child.data.metrics
+        for key in ("selection.xsts.mean", "selection.xpara.mean", "selection.xsts.de", "report.xsts.mean",
+                    "report.xpara.pt", CONSTRAINT, "selection.xsts.vs_untrained_se"):
+            assert key in metrics, key
+        assert metrics["selection.xsts.vs_untrained"] == pytest.approx(
+            metrics["selection.xsts.mean"] - reference["selection.xsts.mean"], abs=1e-4)
+        assert metrics[CONSTRAINT] == pytest.approx(-(metrics["selection.xsts.vs_untrained"]
+                                                      + metrics["selection.xsts.vs_untrained_se"]))
+    assert {"selection.xsts.mean", "report.xsts.mean", "report.xpara.mean"} <= set(reference)
+    # ... and Optuna saw each trial's constraint through Ray's OptunaSearch (the searcher state Tune saved)
+    from study.tuning import make_searcher
+
+    settings = json.loads((study_dir / "study.json").read_text())["settings"]
+    searcher = make_searcher(settings, load_space(settings["space"]))
+    searcher.restore_from_dir(str(study_dir / "ray" / "tune"))
+    told = sorted(t.constraints["xsts"] for t in searcher.searcher._ot_study.trials)
+    assert told == pytest.approx(sorted(c.data.metrics[CONSTRAINT] for c in children))
+    # trained trials moved away from the untrained encoder, and the attack hurt
     assert any(abs(c.data.metrics["en.stsb_spearman"] - reference["en.stsb_spearman"]) > 1e-6 for c in children)
     for split in ("selection", "report"):
         assert reference[f"{split}.group.low.robust"] < reference[f"{split}.group.low.l2e"]
     summary = (study_dir / "report" / "summary.md").read_text()
     assert "on the report split" in summary
+    assert "## Trials" in summary and "| en-de | xling | STS Spearman |" in summary
+    assert summary.count(" met |") + summary.count("**not met**") == 3, "every trial's constraint, met or not"
     assert "r=0 baseline" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
 
@@ -121,7 +144,8 @@ def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
 def test_report_regenerates_the_same_table(smoke_study):
     study_dir, _ = smoke_study
     report = study_dir / "report"
-    for name in ("summary.md", "summary.csv", "heatmap.png", "radius_curves.png", "pareto.png", "best_config.json"):
+    for name in ("summary.md", "summary.csv", "trials.csv", "tradeoff.png", "heatmap.png", "radius_curves.png",
+                 "pareto.png", "best_config.json"):
         assert (report / name).is_file() and (report / name).stat().st_size > 0, name
     before = (report / "summary.csv").read_text()
     (report / "summary.csv").unlink()
@@ -157,8 +181,11 @@ def test_export_writes_a_sentence_transformers_model_and_registers_it(smoke_stud
     best = next(c for c in finished if c.info.run_id == record["run_id"])
     trial_id = best.data.tags["ray.trial_id"]
     assert record["trial"] == trial_id and out.name == trial_id
-    # best = the trial the report names: by the objective (selection split), not by the report split it quotes
-    assert best.data.metrics["objective.robust"] == max(c.data.metrics["objective.robust"] for c in finished)
+    # best = the trial the report names: by the objective (selection split), not by the report split it quotes,
+    # among the trials that do no harm to cross-lingual similarity
+    eligible = [c for c in finished if c.data.metrics[CONSTRAINT] <= 0]
+    assert best.data.metrics["objective.robust"] == max(c.data.metrics["objective.robust"] for c in eligible)
+    assert best.data.metrics[CONSTRAINT] <= 0
     assert f"exported to {out}" in result.stdout
 
     # offline, as a user loads it, against the project's Encoder with the trial's checkpoint weights
@@ -204,11 +231,12 @@ def test_pareto_study_returns_a_non_dominated_set(tmp_path):
     assert "Pareto-optimal trials" in result.stdout
     front = json.loads((study_dir / "report" / "pareto.json").read_text())
     _, _, children = study_runs(study_dir)
-    points = [(c.data.metrics["objective.clean"], c.data.metrics["objective.robust"]) for c in children]
+    objectives = ("objective.clean", "objective.robust", "objective.xsts")  # cross-lingual similarity is one
+    points = [tuple(c.data.metrics[m] for m in objectives) for c in children]
     assert front and len(children) == 3
     for member in front:
-        a, b = member["clean"], member["robust"]
-        assert not any(c >= a and d >= b and (c > a or d > b) for c, d in points)
+        mine = (member["clean"], member["robust"], member["xsts"])
+        assert not any(all(a >= b for a, b in zip(p, mine)) and p != mine for p in points)
     assert len(front) == len(pareto_front(points))
 
 
@@ -221,7 +249,8 @@ def test_replicate_produces_the_findings_report(smoke_study):
     for name in ("findings.md", "analysis.json", "distance.json", "distance.png", "robustness_curves.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     findings = (out / "findings.md").read_text()
-    for section in ("## Question", "## Set-up", "## Answer", "## Language distance", "## Not significant"):
+    for section in ("## Question", "## Set-up", "## Answer", "## Language distance", "## Not significant",
+                    "## Cross-lingual similarity", "## Every replicated configuration"):
         assert section in findings
     assert "reduced smoke budget" in findings and "2 seeds" in findings
     client, parent, _ = study_runs(study_dir)
@@ -234,6 +263,11 @@ def test_replicate_produces_the_findings_report(smoke_study):
     assert set(analysis) == {"baseline", "best1"}
     entry = analysis["best1"]["group:low|robust"]["vs_baseline"]
     assert entry["low"] <= entry["mean"] <= entry["high"]
+    for figure in ("xsts", "xpara"):  # cross-lingual similarity on the report half, against r = 0 and untrained
+        for versus in ("vs_baseline", "vs_untrained"):
+            entry = analysis["best1"][f"xling|{figure}"][versus]
+            assert entry["low"] <= entry["mean"] <= entry["high"], (figure, versus)
+    assert "languages:low|robust|vs_baseline" in analysis["best1"]
     # issue 16: the best configuration as a model; the findings and the registered version name each other
     assert (out / "model" / "modules.json").is_file() and "## The model" in findings
     version = client.get_model_version_by_alias("xling-replicated", "best")

@@ -273,8 +273,10 @@ def test_hybrid_step_gradients_reach_clean_and_adversarial_paths(scratch, batche
 
 # ----------------------------------------------------------------------------- the trainer
 def _trainer_config(model_dir, data_dir, **overrides) -> dict:
+    # the evaluation a trainer is built with: small (its untrained cross-lingual measurement runs at construction)
     return dict(model=model_dir, data_dir=str(data_dir), max_train_pairs=16, batch_size=8, epochs=2,
-                max_seq_len=16, method="pgd", attack_steps=2, epsilon=0.1, ratio=0.5, seed=3, **overrides)
+                max_seq_len=16, method="pgd", attack_steps=2, epsilon=0.1, ratio=0.5, seed=3,
+                eval=dict(langs=["swh"], max_sentences=8, max_xsts_pairs=16)) | overrides
 
 
 def test_restored_trainer_continues_exactly(model_dir, data_dir, tmp_path):
@@ -521,6 +523,23 @@ def test_rs_da_without_wordnet_is_one_line_naming_the_package(model_dir, data_di
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and lines[-1].startswith("error: WordNet not found"), result.stderr[-2000:]
     assert "apt-get install wordnet-base" in lines[-1] and not (tmp_path / "never").exists()
+
+
+def test_a_sentence_survives_the_strong_attack_only_if_it_survives_the_cheap_one(encoder, data_dir):
+    """The two attacks start from different random points, so on its own the strong one can miss a sentence the
+    cheap one breaks; the strong figure counts the per-sentence minimum, so it bounds the cheap one."""
+    from study.robustness import EvalConfig, QuerySet, evaluate_query_sets
+
+    config = EvalConfig(langs=["swh"], max_sentences=24, radii=(0.05, 0.1), attack_steps=2, strong_attack=True,
+                        strong_steps=2, strong_restarts=1)
+    sets = [QuerySet.load(encoder, "swh", "selection", config, data_dir)]
+    ((figures, hits),) = evaluate_query_sets(encoder, sets, config, keep_hits=True)
+    for eps in ("0.05", "0.1"):
+        strong, cheap = hits[f"strong_eps{eps}"], hits[f"attacked_eps{eps}"]
+        assert all(s <= c for s, c in zip(strong, cheap)), eps
+        assert figures[f"strong_eps{eps}"] == pytest.approx(sum(strong) / len(strong))
+        assert figures[f"strong_eps{eps}"] <= figures[f"attacked_eps{eps}"]
+    assert figures["strong_eps0.1"] < figures["l2e"], "not vacuous: the attack bites"
 
 
 def test_evaluation_figures_do_not_depend_on_how_languages_are_batched(encoder, data_dir):

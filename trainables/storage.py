@@ -16,7 +16,8 @@ WEIGHTS_FILE = "trainable_weights.safetensors"  # a checkpoint's trainable param
 
 
 def read_hits(checkpoint) -> dict:
-    """The per-sentence hits a trial's last evaluation put into its checkpoint: {lang: {figure: [0/1, ...]}}."""
+    """What a trial's last evaluation put into its checkpoint: {"hits": per-sentence Tatoeba hits, {lang: {figure:
+    [0/1, ...]}}, "pairs": per-pair cross-lingual measurements (`study.crosslingual.evaluate_pairs`) or None}."""
     with checkpoint.as_directory() as directory:
         with open(os.path.join(directory, HITS_FILE)) as f:
             return json.load(f)

@@ -19,6 +19,7 @@ import time
 import torch
 from safetensors.torch import load_file, save_file
 
+from study.crosslingual import untrained_measurements
 from study.data import load_english_pairs, resolve_data_dir
 from study.encoding import Encoder
 from study.models import resolve_model
@@ -70,6 +71,12 @@ class HybridTrainer:
         self.data_dir = resolve_data_dir(cfg.data_dir) if cfg.data_dir else resolve_data_dir()
         # evaluation tokenises at the encoder's MAX_LENGTH, as the untrained reference does; training at max_seq_len
         self.encoder = Encoder.load(resolve_model(cfg.model), device=_device())
+        # the selection constraint compares the trial with the untrained encoder on the same pairs: measured now,
+        # before any step or restore, while these are still the untrained weights (once per worker process)
+        self.untrained_pairs = None
+        if cfg.eval.xsts_langs and cfg.eval.split == "selection":
+            self.untrained_pairs = untrained_measurements(self.encoder, cfg.model, cfg.eval.xsts_langs, self.data_dir,
+                                                          cfg.eval.split, cfg.eval.max_xsts_pairs)
         self.model = self.encoder.model.train()
         if cfg.freeze_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
@@ -188,21 +195,23 @@ def train_hybrid(config: dict) -> None:
         except TrainingDiverged as err:
             marker.write(str(err))
             raise
-        hits = None
+        per_item = None  # keep_hits: per-sentence hits and per-pair measurements, for study.replicate
         if cfg.eval_every_epoch or trainer.epoch == cfg.epochs:
             start = time.time()
             # the last epoch also measures the report split: the study's summary quotes it, the search never sees it
             evaluation = evaluate_encoder(trainer.encoder, cfg.eval, trainer.data_dir,
-                                          also_report=trainer.epoch == cfg.epochs)
+                                          also_report=trainer.epoch == cfg.epochs,
+                                          untrained_pairs=trainer.untrained_pairs)
             metrics.update(tune_result(evaluation["metrics"]))
             metrics["eval.seconds"] = time.time() - start
-            hits = evaluation.get("hits")
+            if "hits" in evaluation:
+                per_item = {"hits": evaluation["hits"], "pairs": evaluation["pairs"]}
         metrics["node_id"] = node  # which Ray node ran this epoch (a tag on the MLflow child run)
         metrics["train.resumed_from_epoch"] = resumed_from
         with tempfile.TemporaryDirectory() as directory:
             trainer.save(directory)
-            if hits is not None:  # per-sentence hits (study.replicate): they travel with the checkpoint
+            if per_item is not None:  # they travel with the checkpoint (Ray's storage), never a node's disk
                 with open(os.path.join(directory, HITS_FILE), "w") as f:
-                    json.dump(hits, f)
+                    json.dump(per_item, f)
             retention.make_room()
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -197,7 +197,8 @@ def load_english_pairs(split: str = "train", data_dir: Path | None = None) -> Da
 XSTS_SPLIT_KEY = "stsb-multi-mt-dev"
 
 
-def _stsb_translation(lang: str, data_dir: Path | None) -> Dataset:
+def _stsb_dev(lang: str, data_dir: Path | None) -> Dataset:
+    """STS-B dev in `lang` (en: the English original) from stsb-multi-mt, whose languages align row by row."""
     if data_dir is None:
         from datasets import load_dataset
 
@@ -214,7 +215,7 @@ def load_crosslingual_sts(lang: str, data_dir: Path | None = None, max_pairs: in
     then news, then forums), so its first rows would be captions only. The draw is fixed and nested (fewer
     pairs are a subset of more). The translation's rows must align with stsb-en-dev.csv (same count, same
     scores)."""
-    english, translated = load_stsb("dev", data_dir), _stsb_translation(lang, data_dir)
+    english, translated = _stsb_dev("en", data_dir), _stsb_dev(lang, data_dir)
     where = (data_dir / "stsb-multi-mt" / f"stsb-{lang}-dev.csv") if data_dir else f"stsb_multi_mt/{lang}"
     if len(english) != len(translated):
         raise DataError(f"{where} has {len(translated)} rows but stsb-en-dev.csv has {len(english)}: the "

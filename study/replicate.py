@@ -514,8 +514,9 @@ def findings(f: Findings) -> str:
              f"- evaluation: Tatoeba, {len(f.langs)} languages (low and high groups), the {f.split} sentences; "
              f"L->English accuracy@1 clean and under PGD in the input-embedding space (radii {f.radii})",
              f"- hardware: {f.hardware}; replication wall time {f.minutes:.1f} min",
-             "- intervals: 95%, Student-t over crossed seeds and sentences (two-way random effects, "
-             "Satterthwaite df), configurations paired by seed; English rows: t over seeds. Language rows: "
+             "- intervals: 95%, over crossed seeds and sentences (two-way random effects; the quantile a mixture "
+             "of Student-t over the seed variance's fiducial distribution, `study.stats.seed_sentence_interval`), "
+             "configurations paired by seed; English rows: t over seeds. Language rows: "
              "* = significant by Holm's procedure across the languages; group and English rows: * = the "
              "interval excludes zero. 'no interval' says why none could be estimated", "",
              "## Answer", "", answer, "",

@@ -67,7 +67,8 @@ def evaluate_pairs(encoder, pairs: dict) -> dict:
         theirs = translated[i * len(score) : (i + 1) * len(score)]
         cos = (english * theirs).sum(1).numpy()
         texts = [pairs["translated"][lang][j] for j in paraphrase]
-        hits = paraphrase_hits(english[paraphrase], theirs[paraphrase], texts).int().numpy()
+        hits = (paraphrase_hits(english[paraphrase], theirs[paraphrase], texts).int().numpy() if paraphrase.size
+                else np.zeros(0, dtype=int))  # a small subsample may hold no pair scored >= 4: xpara is nan
         out["cos"][lang], out["para"][lang] = cos.tolist(), hits.tolist()
         out["languages"][lang] = {"xsts": float(spearmanr(cos, score).statistic),
                                   "xpara": float(hits.mean()) if hits.size else float("nan"), "n": int(score.size)}

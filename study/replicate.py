@@ -297,7 +297,8 @@ def analyse(replicas: list[Replica], reference: dict, langs: list[str], radii) -
         results.english = english_comparisons(name, by_name, reference)
         if measured_pairs:
             paraphrase = lambda replica, lang: np.asarray(replica.pairs["para"][lang], dtype=float)
-            results.crosslingual["xpara"] = compare(name, list(untrained.pairs["para"]), paraphrase)
+            if all(untrained.pairs["para"].values()):  # a small subsample may hold no pair scored >= 4
+                results.crosslingual["xpara"] = compare(name, list(untrained.pairs["para"]), paraphrase)
             results.crosslingual["xsts"] = spearman_comparison(name, by_name, untrained)
         out[name] = results
     return out
@@ -403,7 +404,8 @@ def _crosslingual_text(results: ConfigResults) -> str:
     return (f"What users load the encoder for, cross-lingual similarity (English against six machine translations "
             f"of the report half's STS-B pairs), changes by {format_interval(xsts.vs_baseline)} points of Spearman "
             f"against r = 0 and by {format_interval(xsts.vs_untrained)} against the untrained encoder; en->X "
-            f"paraphrase retrieval by {format_interval(xpara.vs_untrained)} against the untrained encoder. ")
+            f"paraphrase retrieval by {format_interval(xpara.vs_untrained) if xpara else 'n/a'} against the "
+            "untrained encoder. ")
 
 
 def _crosslingual_section(f: Findings) -> list[str]:
@@ -425,9 +427,10 @@ def _crosslingual_section(f: Findings) -> list[str]:
              "| configuration | xsts | xsts - baseline | xsts - untrained | xpara - baseline | xpara - untrained |",
              "|---|---|---|---|---|---|"]
     for name, _ in f.chosen:
-        xsts, xpara = f.analysis[name].crosslingual["xsts"], f.analysis[name].crosslingual["xpara"]
+        xsts, xpara = f.analysis[name].crosslingual["xsts"], f.analysis[name].crosslingual.get("xpara")
         lines.append(f"| {name} | {100 * xsts.seeds.mean:.1f} | {_cell(xsts.vs_baseline)} | "
-                     f"{_cell(xsts.vs_untrained)} | {_cell(xpara.vs_baseline)} | {_cell(xpara.vs_untrained)} |")
+                     f"{_cell(xsts.vs_untrained)} | {_cell(xpara and xpara.vs_baseline)} | "
+                     f"{_cell(xpara and xpara.vs_untrained)} |")
     return lines
 
 

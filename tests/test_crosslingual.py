@@ -194,3 +194,12 @@ def test_the_summary_says_plainly_when_no_trial_meets_the_constraint():
     text = markdown_table([], None, None, ["ratio", "epsilon"])
     assert text.startswith("Best trial: none: no finished trial meets the selection constraint")
     assert "`study.export` refuses without `--trial`" in text
+
+
+def test_a_subsample_without_paraphrases_gives_no_paraphrase_figure_and_no_error(encoder, data_dir):
+    pairs = crosslingual.load_pairs(["de"], data_dir, "selection", 40)
+    low = [i for i, score in enumerate(pairs["score"]) if score < 4][:12]
+    pairs = {"score": [pairs["score"][i] for i in low], "english": [pairs["english"][i] for i in low],
+             "translated": {"de": [pairs["translated"]["de"][i] for i in low]}}
+    figures = crosslingual.evaluate_pairs(encoder, pairs)["languages"]["de"]
+    assert np.isnan(figures["xpara"]) and 0 < figures["xsts"] <= 1

@@ -29,8 +29,8 @@ from study.data import STSB_MIN_SCORE, load_crosslingual_sts
 XSTS_LANGS = ("de", "es", "fr", "it", "nl", "pt")  # the translations stsb-multi-mt ships beside the English dev set
 CONSTRAINT = "constraint.xsts"  # <= 0: no worse than the untrained encoder (Optuna's sign convention)
 # The tolerance, in standard errors of the paired difference. One: a configuration that truly does no harm passes
-# 84% of the time (a noisy selection half does not veto it), while the 3-4 point losses of a mostly adversarial
-# batch at a large radius lie 4-5 standard errors out (README, "A selection that does no harm").
+# 84% of the time (a noisy selection half does not veto it), while the losses of a mostly adversarial batch at a
+# large radius lay 3.4-5.4 standard errors out at 120-750 pairs (README, "A selection that does no harm").
 TOLERANCE_SE = 1.0
 BOOTSTRAP_RESAMPLES = 1000
 

@@ -6,7 +6,10 @@ Where things live (commands, run as `python -m study.<name>`, import only the li
   study.report      command: rebuild a study's report
   study.evaluate    command: evaluate one encoder on Tatoeba languages
   study.export      command: a study's trial as a sentence-transformers model, registered in MLflow
-  study.bench       command: benchmarks (training step, encoding, evaluation, Tune overhead, driver load)
+  study.bench       command: benchmarks (training step, encoding, evaluation, Tune overhead, driver load, GPU)
+  study.bench_gpu   every GPU figure in one run (`python -m study.bench gpu`; `--device cpu` at tiny sizes)
+  study.bundle      command: an offline bundle (wheels, encoder sources, data) in parts for an air-gapped node;
+                    install it there
   study.models      the default encoder (converted offline once) and model loading; command: prepare it
   study.settings    a study's flags, checked into one settings dict before anything is written
   study.data        Tatoeba pairs per language, English training / check pairs, translated STS-B pairs

@@ -7,6 +7,9 @@
     python -m study.bench study        N tiny real trials as a Ray Tune study (on a running Ray, and starting
                                        its own) vs the same trials by hand
     python -m study.bench driver       the study's Ray Tune driver: time per reported result, 100 vs 1,000 trials
+    python -m study.bench gpu          every GPU figure in one run (study.bench_gpu): encoding fp32 and bf16, peak
+                                       memory, hybrid steps, evaluation, bf16 agreement, a 4-trial study on one
+                                       GPU, a trial's time; JSON and a table (--device cpu: the same, tiny)
 
 Timings are means over repeated steps, the configurations interleaved round by round so that a machine
 that slows down or speeds up during the run affects all of them alike.
@@ -28,6 +31,20 @@ from study.errors import UsageError, cli_main
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def interleaved_mean_times(runs: dict, rounds: int, device) -> tuple[dict, dict]:
+    """(outputs of a warm-up call, seconds of `rounds` calls) of each function, interleaved round by round."""
+    outputs = {name: fn() for name, fn in runs.items()}
+    seconds: dict = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return outputs, {name: statistics.mean(s) for name, s in seconds.items()}
 
 
 # ----------------------------------------------------------------------------- train-step
@@ -96,10 +113,12 @@ def _sentences(data_dir, langs: list[str], per_lang: int) -> list[str]:
     return out
 
 
-def _gemm_rate(device: torch.device, hidden: int, intermediate: int, rows: int = 1024) -> float:
+def _gemm_rate(device: torch.device, hidden: int, intermediate: int, rows: int = 1024,
+               dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s of an encoder's biggest matrix product ([rows, hidden] @ [hidden, intermediate]) on this device:
     what its linear layers could reach at best."""
-    a, b = torch.randn(rows, hidden, device=device), torch.randn(hidden, intermediate, device=device)
+    a = torch.randn(rows, hidden, device=device, dtype=dtype)
+    b = torch.randn(hidden, intermediate, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     _sync(device)
@@ -110,29 +129,36 @@ def _gemm_rate(device: torch.device, hidden: int, intermediate: int, rows: int =
     return 2 * rows * hidden * intermediate * repeats / (time.perf_counter() - start)
 
 
-def bench_encode(args) -> None:
+@torch.inference_mode()
+def plain_loop_embed(encoder, sentences: list[str], batch_size: int) -> torch.Tensor:
+    """What one writes first: file order, fixed batches padded to their longest sentence (the encoder's model,
+    tokenizer and autocast)."""
     import torch.nn.functional as F
 
+    from study.encoding import mean_pool
+
+    out = []
+    for start in range(0, len(sentences), batch_size):
+        batch = encoder.tokenizer([encoder.prefix + s for s in sentences[start : start + batch_size]],
+                                  padding=True, truncation=True, max_length=encoder.max_length,
+                                  return_tensors="pt").to(encoder.device)
+        with encoder.autocast():
+            hidden = encoder.model(**batch).last_hidden_state
+        out.append(F.normalize(mean_pool(hidden, batch["attention_mask"]).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def bench_encode(args) -> None:
     from study.data import resolve_data_dir
-    from study.encoding import Encoder, length_sorted_batches, mean_pool
+    from study.encoding import Encoder, length_sorted_batches
     from study.models import resolve_model
 
     encoder = Encoder.load(resolve_model(args.model), device=args.device)
-    model, tokenizer, device = encoder.model, encoder.tokenizer, encoder.device
+    model, device = encoder.model, encoder.device
     sentences = _sentences(resolve_data_dir(args.data_dir), args.langs.split(","), args.per_lang)
 
-    @torch.inference_mode()
     def plain_loop() -> torch.Tensor:
-        """What one writes first: file order, fixed batches padded to their longest sentence."""
-        out = []
-        for start in range(0, len(sentences), args.batch_size):
-            batch = tokenizer([encoder.prefix + s for s in sentences[start : start + args.batch_size]],
-                              padding=True, truncation=True, max_length=encoder.max_length,
-                              return_tensors="pt").to(device)
-            with encoder.autocast():
-                hidden = model(**batch).last_hidden_state
-            out.append(F.normalize(mean_pool(hidden, batch["attention_mask"]).float(), dim=-1).cpu())
-        return torch.cat(out)
+        return plain_loop_embed(encoder, sentences, args.batch_size)
 
     def ours() -> torch.Tensor:
         return encoder.embed(sentences)
@@ -148,23 +174,13 @@ def bench_encode(args) -> None:
 
     runs = {"plain transformers loop": plain_loop, "SentenceTransformer.encode": sentence_transformers,
             "study.encoding.Encoder": ours}
-    seconds: dict = {name: [] for name in runs}
-    outputs = {}
-    for name, fn in runs.items():  # warm-up
-        outputs[name] = fn()
-    for _ in range(args.rounds):
-        for name, fn in runs.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            seconds[name].append(time.perf_counter() - start)
+    outputs, mean_seconds = interleaved_mean_times(runs, args.rounds, device)
     agreement = min((outputs[name] * outputs["study.encoding.Encoder"]).sum(1).min().item() for name in runs)
     print(f"device {device}  threads {torch.get_num_threads()}  {len(sentences)} Tatoeba sentences "
           f"({args.langs}, both sides), plain batch {args.batch_size}, {args.rounds} rounds")
-    rate = {name: len(sentences) / statistics.mean(s) for name, s in seconds.items()}
+    rate = {name: len(sentences) / s for name, s in mean_seconds.items()}
     for name in runs:
-        print(f"{name:<26} {rate[name]:>9.1f} sentences/s   ({statistics.mean(seconds[name]):.2f} s a pass)")
+        print(f"{name:<26} {rate[name]:>9.1f} sentences/s   ({mean_seconds[name]:.2f} s a pass)")
     # where the speed-up comes from, and how much more there is: the padding each path computes, and the
     # linear layers' FLOP rate (on the tokens the Encoder computes) against this device's matrix-product rate
     ids = encoder.tokenize(sentences)
@@ -176,7 +192,7 @@ def bench_encode(args) -> None:
     cfg = model.config
     linear_flop = 2 * our_padded * cfg.num_hidden_layers * (4 * cfg.hidden_size**2
                                                              + 2 * cfg.hidden_size * cfg.intermediate_size)
-    linear_rate = linear_flop / statistics.mean(seconds["study.encoding.Encoder"])
+    linear_rate = linear_flop / mean_seconds["study.encoding.Encoder"]
     gemm_rate = _gemm_rate(device, cfg.hidden_size, cfg.intermediate_size)
     print(f"padded tokens per real token: plain loop {plain_padded / real:.2f}, Encoder {our_padded / real:.2f}; "
           f"the Encoder's linear layers at {linear_rate / 1e9:.0f} GFLOP/s against {gemm_rate / 1e9:.0f} "
@@ -233,7 +249,7 @@ def _reference_evaluation(encoder, config, data_dir, splits) -> dict[str, float]
     return metrics
 
 
-def bench_evaluate(args) -> None:
+def bench_evaluate(args) -> dict:
     from study.budgets import BUDGETS
     from study.data import resolve_data_dir
     from study.encoding import Encoder
@@ -284,6 +300,11 @@ def bench_evaluate(args) -> None:
     ref_name, our_name = runs
     print(f"speed-up {mean[ref_name] / mean[our_name]:.2f}x over the reference path; figures identical: "
           f"{len(reference) - len(differ)} of {len(reference)} (max |difference| {worst:.6f})")
+    return {"device": str(encoder.device), "budget": args.budget, "langs": list(config.langs),
+            "sentences": config.max_sentences, "radii": list(config.radii), "attack_steps": config.attack_steps,
+            "rounds": args.rounds, "reference_seconds": mean[ref_name], "study_seconds": mean[our_name],
+            "speedup": mean[ref_name] / mean[our_name], "figures": len(reference),
+            "figures_identical": len(reference) - len(differ), "max_difference": worst}
 
 
 # ----------------------------------------------------------------------------- study
@@ -865,7 +886,13 @@ def main(argv=None) -> int:
     driver.add_argument("--quiet", action="store_true", help="no progress table (the study prints one)")
     driver.add_argument("--keep", action="store_true", help="keep each run's Ray storage and MLflow store")
     driver.add_argument("--work-dir", help="where the runs' temporary folders go (default: the temp dir)")
+    from study.bench_gpu import add_arguments, bench_gpu
+
+    add_arguments(sub.add_parser("gpu", help="every GPU figure in one run: JSON and a table (--device cpu: the "
+                                             "same code at tiny sizes)"))
     args = parser.parse_args(argv)
+    if args.command == "gpu":
+        return bench_gpu(args)
     {"train-step": bench_train_step, "encode": bench_encode, "evaluate": bench_evaluate,
      "study": bench_study, "driver": bench_driver}[args.command](args)
     return 0

@@ -231,3 +231,49 @@ def load_crosslingual_sts(lang: str, data_dir: Path | None = None, max_pairs: in
     return Dataset.from_dict({"english": [english["sentence1"][i] for i in keep],
                               "translated": [translated["sentence2"][i] for i in keep],
                               "score": [float(english["score"][i]) for i in keep]})
+
+
+# ----------------------------------------------------------------------------- lineage: which files, their digests
+# The files each loader above reads from a data directory (the hub path reads none: these return []), for the
+# datasets an MLflow run records (study.tracking.trial_datasets). The paths are the loaders' own.
+def tatoeba_files(lang: str, data_dir: Path | None) -> list[Path]:
+    """`load_tatoeba`'s two line-aligned files of a language: the language's side, then English."""
+    if data_dir is None:
+        return []
+    base = data_dir / "tatoeba" / f"tatoeba.{lang}-eng"
+    return [base.with_name(f"{base.name}.{lang}"), base.with_name(f"{base.name}.eng")]
+
+
+def english_pair_files(split: str, data_dir: Path | None) -> list[Path]:
+    """`load_english_pairs`' files: STS-B (English) and MSRP of `split`."""
+    if data_dir is None:
+        return []
+    return [data_dir / "stsb-multi-mt" / f"stsb-en-{split}.csv", data_dir / "msrp" / f"msr-para-{split}.tsv"]
+
+
+def crosslingual_sts_files(lang: str, data_dir: Path | None) -> list[Path]:
+    """`load_crosslingual_sts`' files: STS-B dev in English and machine-translated into `lang`."""
+    if data_dir is None:
+        return []
+    return [data_dir / "stsb-multi-mt" / "stsb-en-dev.csv", data_dir / "stsb-multi-mt" / f"stsb-{lang}-dev.csv"]
+
+
+DIGEST_CHARS = 12  # a sha256 prefix: short enough to read in a runs table, long enough never to collide here
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> digest: each file hashed once per process
+
+
+def file_digest(path: Path) -> str:
+    """The first DIGEST_CHARS hex digits of the sha256 of a file's content, computed once per process (again only
+    if the file's size or modification time changed)."""
+    import hashlib
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        sha = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        _DIGESTS[key] = sha.hexdigest()[:DIGEST_CHARS]
+    return _DIGESTS[key]

@@ -42,13 +42,14 @@ def sentence_embedding(model, attention_mask: torch.Tensor, input_ids: torch.Ten
 
 
 def pad_batch(token_ids: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad a list of token-id lists -> (input_ids [B, T], attention_mask [B, T])."""
+    """Right-pad a list of token-id lists -> (input_ids [B, T], attention_mask [B, T]). To a GPU through pinned
+    memory without blocking: a plain host-to-device copy waits for all queued device work (once per batch)."""
     width = max(len(ids) for ids in token_ids)
-    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = torch.as_tensor(ids)
-        mask[row, : len(ids)] = 1
+    # padded as lists, one tensor each: the same operators for any number of rows
+    input_ids = torch.tensor([list(ids) + [pad_id] * (width - len(ids)) for ids in token_ids], dtype=torch.long)
+    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in token_ids], dtype=torch.long)
+    if torch.device(device).type == "cuda":
+        return input_ids.pin_memory().to(device, non_blocking=True), mask.pin_memory().to(device, non_blocking=True)
     return input_ids.to(device), mask.to(device)
 
 
@@ -120,9 +121,9 @@ class Encoder:
     def perturbable_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The positions an attack may move: the attention mask without the special tokens ([CLS], [SEP])
         and the prefix tokens, which every sentence shares (they are ~5 of ~15 tokens of a Tatoeba sentence)."""
-        special = torch.as_tensor([self.tokenizer.cls_token_id, self.tokenizer.sep_token_id], device=input_ids.device)
-        keep = attention_mask.clone()
-        keep[torch.isin(input_ids, special)] = 0
+        # compared with scalars: a tensor of the ids built here would be a host-to-device copy that waits
+        special = (input_ids == self.tokenizer.cls_token_id) | (input_ids == self.tokenizer.sep_token_id)
+        keep = attention_mask.masked_fill(special, 0)
         keep[:, 1 : 1 + self.prefix_length] = 0
         return keep
 

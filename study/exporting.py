@@ -13,7 +13,8 @@ The directory (written to a temporary sibling, then renamed: never half there) a
 study, the trial, its MLflow run, its parameters and per-language figures, and where it was registered.
 
 Registering (`--register NAME`): the model is logged with MLflow's sentence-transformers flavour under the
-trial's MLflow run (its lineage), a model version of NAME is created with tags (study, trial, run, r,
+trial's MLflow run (its lineage) with an input example (INPUT_EXAMPLE: its signature is strings in, float32
+embeddings out), a model version of NAME is created with tags (study, trial, run, r,
 epsilon, method, objective figures, per-language clean and robust accuracy) and the alias `best` is moved to
 it; `mlflow.pyfunc.load_model("models:/NAME@best").predict([...])` then gives the embeddings.
 
@@ -45,6 +46,9 @@ DEFAULT_PROMPT = "query"
 ALIAS = "best"
 EXPORT_FILE = "export.json"
 CONFIG_TAGS = ("ratio", "epsilon", "method")
+# the logged model's input example (real sentences, three scripts): MLflow infers its signature from it, strings in,
+# float32 embeddings out, instead of the flavour's default
+INPUT_EXAMPLE = [CHECK_SENTENCES[0], CHECK_SENTENCES[3], CHECK_SENTENCES[6]]
 
 
 @dataclass
@@ -262,6 +266,7 @@ def register_model(st_model, name: str, uri: str, run_id: str, tags: dict, descr
         with _quiet("mlflow"):
             info = mlflow.sentence_transformers.log_model(st_model, name="model", run_id=run_id,
                                                           pip_requirements=pip_requirements(),
+                                                          input_example=INPUT_EXAMPLE,
                                                           tags={k: str(v) for k, v in tags.items()})
         try:
             client.get_registered_model(name)

@@ -1,5 +1,7 @@
 """Every figure the project draws: a study's report (heatmap, radius curves, Pareto front) and its
-replication's (language distance, robustness curves). File-only (Agg): cluster nodes and CI have no display.
+replication's (language distance, robustness curves). File-only: figures are matplotlib `Figure` objects saved
+straight to disk, never through pyplot, so cluster nodes and CI need no display and a notebook user's backend is
+left as it was.
 """
 
 from __future__ import annotations
@@ -11,22 +13,23 @@ import numpy as np
 from study.languages import group_of, in_group
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (no display on cluster nodes and CI)."""
+def subplots(*args, figsize, layout=None, **kwargs):
+    """(figure, axes) like pyplot.subplots, on a bare `Figure`: no global backend switch, no pyplot state."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def colormap(name: str):
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return matplotlib.colormaps[name]
 
 
 def save_figure(fig, path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dict, reference: dict, split: str,
@@ -35,12 +38,10 @@ def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dic
     is the untrained encoder minus the baseline (what plain fine-tuning changed, with the sign flipped)."""
     from study.robustness import lang_key
 
-    plt = pyplot()
-
     columns = [("untrained", reference)] if reference else []
     columns += [(f"r={t['params'].get('ratio', 0):.2f}\neps={t['params'].get('epsilon', 0):.2g}", t["metrics"])
                 for t in ranked if t is not baseline][:top]
-    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(columns), 1.2 + 0.32 * len(langs)), squeeze=False)
+    fig, axes = subplots(1, 2, figsize=(4 + 1.6 * len(columns), 1.2 + 0.32 * len(langs)), squeeze=False)
     for ax, figure in zip(axes[0], ("clean", "robust")):
         keys = [lang_key(split, lang, figure) for lang in langs]
         data = np.array([[100 * (metrics.get(key, np.nan) - baseline["metrics"].get(key, np.nan))
@@ -60,9 +61,7 @@ def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict], 
     """Per group, L->English accuracy on `split` against attack radius, one line per {label: flat metrics}."""
     from study.robustness import group_key
 
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
+    fig, axes = subplots(1, 2, figsize=(10, 4), squeeze=False)
     for ax, group in zip(axes[0], ("low", "high")):
         for label, metrics in series.items():
             ys = [metrics.get(group_key(split, group, "l2e"))] + [
@@ -80,9 +79,7 @@ def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict], 
 def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dict) -> None:
     """Clean against robust accuracy of every trial, coloured by r, the Pareto front (over every objective
     `front` was computed on) marked."""
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     xs = [100 * t["metrics"]["objective.clean"] for t in trials]
     ys = [100 * t["metrics"]["objective.robust"] for t in trials]
     colours = [t["params"].get("ratio", 0) for t in trials]
@@ -105,12 +102,10 @@ def plot_distance(path: Path, distance: dict) -> None:
     """Each language's robust gain on the logit scale (best vs r = 0) against the untrained encoder's L->English
     accuracy on the selection sentences (logit axis, labelled in %), by script (`study.distance`); languages
     without a selection-half figure are not drawn."""
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = subplots(figsize=(7, 5))
     pts = [r for r in distance["rows"] if r.get("logit_untrained_selection") is not None]
     scripts = sorted({r["script"] for r in pts}, key=lambda s: (s != "Latin", s))
-    colours = plt.get_cmap("tab20")
+    colours = colormap("tab20")
     for i, script in enumerate(scripts):
         mine = [r for r in pts if r["script"] == script]
         ax.scatter([r["logit_untrained_selection"] for r in mine], [r["logit_gain"] for r in mine],
@@ -142,9 +137,8 @@ def plot_robustness_curves(path: Path, replicas: list, reference: dict, langs: l
     replicas (`study.replicate.Replica`: mean and 95% t-interval over seeds), and the untrained encoder."""
     from study import stats
 
-    plt = pyplot()
     keys = ["l2e"] + [f"attacked_eps{r:g}" for r in radii]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
+    fig, axes = subplots(1, 2, figsize=(10, 4), squeeze=False)
     for ax, group in zip(axes[0], ("low", "high")):
         members = in_group(langs, group)
         if not members:
@@ -175,9 +169,8 @@ def plot_tradeoff(path: Path, trials: list[dict], reference: dict, baseline: dic
     from study.crosslingual import CONSTRAINT, xsts_key
     from study.robustness import group_key
 
-    plt = pyplot()
-    colours = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), squeeze=False, layout="constrained")
+    colours = colormap("viridis")
+    fig, axes = subplots(1, 2, figsize=(12, 5.5), squeeze=False, layout="constrained")
     for ax, split in zip(axes[0], ("selection", "report")):
         xkey, ykey = xsts_key(split, "xsts"), group_key(split, "low", "robust")
         for t in (t for t in trials if xkey in t["metrics"] and ykey in t["metrics"]):
@@ -205,7 +198,9 @@ def plot_tradeoff(path: Path, trials: list[dict], reference: dict, baseline: dic
               Line2D([], [], marker="o", ls="", mfc="none", mec="grey", label="fails it (hollow)"),
               Line2D([], [], marker="o", ls="", mfc="none", mec="red", ms=14, label="best")]
     fig.legend(handles=legend, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
-    fig.colorbar(plt.cm.ScalarMappable(cmap=colours, norm=plt.Normalize(0, 1)), ax=axes[0].tolist(),
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    fig.colorbar(ScalarMappable(cmap=colours, norm=Normalize(0, 1)), ax=axes[0].tolist(),
                  label="mix ratio r", shrink=0.8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)

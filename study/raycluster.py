@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from study.errors import ClusterError, StorageError
@@ -31,6 +33,46 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
 # a smoke trial trained 37% slower than in a main thread (`study.bench study`). One arena, as in the main
 # thread, removes that. Ray's node processes must start with it: infra/docker/Dockerfile sets it for clusters.
 ONE_MALLOC_ARENA = ("MALLOC_ARENA_MAX", "1")
+
+
+def _sigterm_as_sigint(signum, frame):
+    # Tune stops a run gracefully on SIGINT (trials stopped, its state saved); a SIGTERM (`ray job stop`, a deleted
+    # RayJob, a scheduler, `kill`) gets the same treatment instead of killing the driver mid-write. The SIGINT
+    # handler is called here, not sent a SIGINT: Ray starts a job's processes with SIGINT blocked, and a raised one
+    # would stay pending. Tune's handler sets its stop flag; outside Tuner.fit, Python's raises KeyboardInterrupt.
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIG_IGN (e.g. started in the background by a shell) or SIG_DFL
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
+
+
+# `ray job stop` (and deleting a RayJob) sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S, 3 s by default,
+# read on the head (a job's driver inherits the head's environment): stopping Tune, saving its state and marking the
+# runs KILLED takes longer (~10-20 s)
+JOB_STOP_WAIT_NEEDED_S = 30
+
+
+def stop_gracefully_on_sigterm() -> None:
+    """SIGINT unblocked (Ray blocks it in the processes it starts: a job's driver) and SIGTERM stopping the study
+    as Ctrl-C does. Called by the commands at start, and by `start_ray` again after ray.init, which installs its
+    own SIGTERM handler (sys.exit: the study would end FAILED with Tune's state unsaved)."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread (and ray.init sets none from another)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+
+
+def warn_if_job_stop_wait_is_short() -> None:
+    """In a Ray job whose head gives it too little time to stop, one warning line."""
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # set by Ray's job supervisor in a job's driver
+        try:
+            wait = float(os.environ.get("RAY_JOB_STOP_WAIT_TIME_S", "3"))
+        except ValueError:
+            wait = 3.0
+        if wait < JOB_STOP_WAIT_NEEDED_S:
+            print(f"warning: `ray job stop` gives this study {wait:g} s before SIGKILL, too little to save its state "
+                  f"and records: set RAY_JOB_STOP_WAIT_TIME_S={2 * JOB_STOP_WAIT_NEEDED_S} in the Ray head's "
+                  "environment", file=sys.stderr)
 
 
 def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
@@ -61,6 +103,7 @@ def start_ray(address: str | None, dashboard_host: str = "127.0.0.1"):
         hint = " (a cluster with token auth needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH)" if address else ""
         raise ClusterError(f"cannot connect to Ray at {address or 'a new local instance'}: "
                          f"{str(err).splitlines()[0][:200]}{hint}") from None
+    stop_gracefully_on_sigterm()  # ray.init replaced it
     url = getattr(context, "dashboard_url", None)
     login = " (it asks for Ray's token: `ray get-auth-token` prints it)" if token_auth_on(address) else ""
     print(f"Ray dashboard: http://{url}{login}" if url else "Ray dashboard: not running", file=sys.stderr)
@@ -171,18 +214,52 @@ def cluster_has_gpus() -> bool:
     return ray.cluster_resources().get("GPU", 0) > 0
 
 
+def trial_slots(resources: dict, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials `resources` ({"CPU": n, "GPU": m}) hold at once."""
+    by_cpu = int(resources.get("CPU", 0) // cpus_per_trial) if cpus_per_trial else 1 << 30
+    by_gpu = int(resources.get("GPU", 0) // gpus_per_trial) if gpus_per_trial else 1 << 30
+    return min(by_cpu, by_gpu)
+
+
+def autoscaler_max_resources() -> dict | None:
+    """The most resources the cluster's autoscaler may bring up ({"CPU": n, "GPU": m}), from the configuration
+    the autoscaler reports to the GCS (node groups' max counts; what Ray Train v2 checks its workers against);
+    None where no autoscaler reports one (a fixed cluster, a local Ray)."""
+    from ray._private import state
+
+    try:
+        return state.state.get_max_resources_from_cluster_config() or None
+    except Exception:  # an older GCS without the key, or a field this Ray does not know: no answer
+        return None
+
+
 def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float, num_samples: int, joined: bool) -> int:
-    """Trials at once when --max-concurrent is not given. On a local Ray: what its resources hold. On a cluster
-    that may autoscale: every trial (Tune then keeps as many pending, and the autoscaler sees the demand)."""
+    """Trials at once when --max-concurrent is not given (Tune keeps that many proposed, running or pending).
+
+    On a local Ray: what its resources hold. On a joined cluster, which may autoscale, two needs pull apart: the
+    autoscaler scales up only for pending demand, and Optuna's TPE models a proposal only once its start-up
+    trials have finished (every trial proposed before that is random; with every trial at once, as before, all
+    of them were). So: the trials the autoscaler's largest configuration holds, or where it reports none, twice
+    what the cluster holds now (a pending demand as large as the running one); at most what leaves TPE half the
+    study (about startup + concurrency - 1 trials are proposed before the start-up trials have finished); never
+    fewer than the cluster holds now, nor more than the study's trials."""
     import ray
 
-    if joined:
-        return num_samples
-    cpus = ray.cluster_resources().get("CPU", 1)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    by_cpu = int(cpus // cpus_per_trial) if cpus_per_trial else 64
-    by_gpu = int(gpus // gpus_per_trial) if gpus_per_trial else 64
-    return max(1, min(by_cpu, by_gpu, num_samples))
+    from study.tuning import startup_trials
+
+    now = max(1, trial_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial))
+    if not joined:
+        return max(1, min(now, num_samples))
+    most = autoscaler_max_resources()
+    demand = trial_slots(most, cpus_per_trial, gpus_per_trial) if most else 0
+    if demand < 1:  # no configuration, or one that names neither resource a trial asks for
+        most, demand = None, 2 * now
+    for_tpe = num_samples // 2 - startup_trials(num_samples) + 1
+    chosen = max(1, min(num_samples, max(now, min(demand, for_tpe))))
+    source = "the autoscaler's maximum" if most else "twice the cluster's current"
+    print(f"trials at once: {chosen} (slots now {now}, {source} {demand}, at most {max(1, for_tpe)} so that TPE "
+          f"proposes half of the {num_samples} trials; --max-concurrent to choose)", file=sys.stderr)
+    return chosen
 
 
 def evaluate_on_cluster(settings: dict, eval_config: dict, path: Path, what: str, also_report: bool = False) -> dict:

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,12 +46,12 @@ from study.budgets import BUDGETS
 from study.distance import distance_sentence, language_distance
 from study.errors import UsageError, cli_main
 from study.languages import GROUPS, LANGUAGES, group_of, in_group
-from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray
+from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray, stop_gracefully_on_sigterm
 from study.robustness import unpack_result
 from study.stats import Interval, format_interval
 from study.studydir import load_study, tracking_uri, write_json
 from study.trials import best_trial, eligible_trials, load_trials, rank_trials
-from study.tuning import replication_tuner
+from study.tuning import ended_trials, replication_tuner
 from trainables.config import ADVERSARIAL_KEYS, DEFAULTS, TrialConfig
 from trainables.storage import read_hits
 
@@ -213,7 +212,7 @@ def run_replicas(configs: list[TrialConfig], settings: dict, study_dir: Path, ur
     their last checkpoint (Ray's storage: a bucket on a cluster), never through a node's own disk."""
     logger = tracking.ChildRunLogger(uri, experiment, parent)
     results = replication_tuner(configs, settings, study_dir, logger).fit()
-    if any(not r.error and (r.metrics or {}).get("training_iteration", 0) < r.config["epochs"] for r in results):
+    if ended_trials(results) < len(results):
         raise KeyboardInterrupt  # Tune stopped on SIGINT: a replica that did not fail has not finished either
     replicas = []
     for result in results:
@@ -651,7 +650,9 @@ def main(argv=None) -> int:
     print(f"replicating {len(chosen)} configurations x {args.seeds} seeds = {len(chosen) * args.seeds} trials",
           file=sys.stderr)
 
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))  # as study.run: stop cleanly
+    # as study.run: SIGTERM (`ray job stop`) stops cleanly, calling the SIGINT handler (Tune's stop flag, else
+    # KeyboardInterrupt), and SIGINT is unblocked (Ray starts a job's driver with it blocked)
+    stop_gracefully_on_sigterm()
     try:
         start = time.time()
         start_ray(args.address)

@@ -9,7 +9,7 @@ it to the parent run:
   radius_curves.png         accuracy against attack radius: reference, baseline, best trial
   pareto.png, pareto.json   clean against robust accuracy of every trial; the Pareto front over clean, robust and
                             cross-lingual similarity
-  importances.json          Optuna's parameter importances for the objective, over the searched keys
+  importances.json          Optuna's parameter importances for the objective, from the study's Optuna storage
   best_config.json          the best trial's configuration
 The best trial (`study.trials.best_trial`) is the best by the objective among the trials that meet the selection
 constraint, both measured on the selection split; every figure the summary and the heatmap and radius curves
@@ -151,26 +151,35 @@ def trials_table(trials: list[dict], reference: dict, best: dict | None, keys: l
     return text, rows
 
 
-def param_importances(trials: list[dict], key: str, searched: list[str]) -> dict[str, float]:
-    """Optuna's mean-decrease-impurity importances of the `searched` keys for metric `key`, from `trials`."""
+def param_importances(study_dir: Path, settings: dict) -> dict[str, float]:
+    """Optuna's mean-decrease-impurity importances of the searched keys, from the study's own Optuna study (its
+    storage: STUDY_DIR/optuna.db or --optuna-storage), over the trials Optuna was told COMPLETE (those ASHA
+    stopped are PRUNED, failed ones FAIL: left out, as `study.trials.rank_trials` leaves them out) with their
+    stored distributions (categorical `method`, log scales, conditional keys where every trial has them). The
+    target is the study's objective: the value of a single-objective study; in a pareto study, the objective
+    that ranks its trials (`objective_metric`). {} for a study without an Optuna storage or with too few
+    finished trials."""
     import optuna
 
-    usable = [t for t in trials if key in t["metrics"]]
-    varying = [p for p in searched if len({t["params"].get(p) for t in usable}) > 1
-               and all(isinstance(t["params"].get(p), (int, float)) for t in usable)]
-    if len(usable) < 3 or not varying:
-        return {}
+    from study.tuning import open_optuna_storage, optuna_storage_url, optuna_study_name
+
+    url = optuna_storage_url(settings, study_dir)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return {}  # a study from before the Optuna storage (opening the URL would create an empty one)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
-    for t in usable:
-        values = {p: float(t["params"][p]) for p in varying}
-        distributions = {p: optuna.distributions.FloatDistribution(min(float(u["params"][p]) for u in usable),
-                                                                  max(float(u["params"][p]) for u in usable))
-                         for p in varying}
-        study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions,
-                                                  value=t["metrics"][key]))
+    try:
+        study = optuna.load_study(study_name=optuna_study_name(study_dir), storage=open_optuna_storage(url))
+    except KeyError:
+        return {}
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 2 or not optuna.search_space.intersection_search_space(complete):
+        return {}
+    target = None
+    if settings["objective"] == "pareto":
+        index = PARETO_METRICS.index(objective_metric(settings["objective"]))
+        target = lambda trial: trial.values[index]  # noqa: E731
     evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
-    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target))
 
 
 def build_report(study_dir: Path, client=None, print_table: bool = False, uri: str | None = None) -> Path:
@@ -233,7 +242,7 @@ def build_report(study_dir: Path, client=None, print_table: bool = False, uri: s
         write_json(out / "pareto.json", [dict(run=scored[i]["name"], params=scored[i]["params"],
                                               **{m.split(".")[1]: scored[i]["metrics"][m] for m in objectives})
                                          for i in front])
-    importances = param_importances(ranked, objective_metric(settings["objective"]), keys)
+    importances = param_importances(study_dir, settings)
     write_json(out / "importances.json", importances)
     for path in sorted(out.iterdir()):
         client.log_artifact(parent, str(path), artifact_path="report")

@@ -45,7 +45,7 @@ from study.data import SPLITS, load_english_pairs, load_stsb, load_tatoeba, reso
 from study.encoding import Encoder, sentence_embedding
 from study.errors import ConfigError
 from study.languages import in_group, resolve_languages
-from trainables.attacks import PGD, RestartPGD, random_in_ball
+from trainables.attacks import PGD, RestartPGD, RowStreams, random_in_ball
 
 # Calibrated on the untrained encoder (Swahili, 200 sentences, PGD-3, L2 per token; word vectors have norm
 # ~1.6): attacked L->English accuracy 0.84 / 0.72 / 0.51 / 0.26 at these radii against 0.88 clean, and 0.00
@@ -149,14 +149,15 @@ def embed_perturbed(encoder: Encoder, token_ids, targets: torch.Tensor, eps: flo
     "attack": PGD-`steps` pushing each query away from its target (minus the cosine), the cheap attack;
     "strong": RestartPGD (`steps` steps, `restarts` random starts) on the margin between the nearest wrong
     candidate among all `targets` and the true one; "noise": uniform in the ball. Only the positions
-    `Encoder.perturbable_mask` allows move, unless `perturb_special`. Query i's random draws come from a
-    generator seeded with seeds[i] (`sentence_seed`), so the result does not depend on the batching.
+    `Encoder.perturbable_mask` allows move, unless `perturb_special`. Query i's random draws come from its own
+    stream seeded with seeds[i] (`sentence_seed`; `RowStreams`: drawn for the whole batch at once), so the result
+    does not depend on the batching.
     `start_out` (how "attack"): filled with the embeddings at the attack's random start, which are the "noise"
     embeddings of the same seeds, computed by the attack's first step anyway."""
     model, out = encoder.model, torch.empty_like(targets)
     embed_layer = model.get_input_embeddings()
     for idx, input_ids, mask in encoder.batches(token_ids):
-        gens = [torch.Generator(device=input_ids.device).manual_seed(seeds[i]) for i in idx]
+        gens = RowStreams([seeds[i] for i in idx], device=input_ids.device)
         movable = mask if perturb_special else encoder.perturbable_mask(input_ids, mask)
         with torch.no_grad():
             inputs = embed_layer(input_ids)

@@ -4,13 +4,17 @@ Ray Tune runs the trials (local Ray by default, `--address` for a cluster), Optu
 configurations (the clean baseline r = 0 always first), ASHA stops weak trials early (single objective),
 and every trial becomes a nested MLflow child run of the study's parent run. The untrained encoder is
 evaluated once as the reference row. At the end: a report of the best trials against the baseline.
+
+Ctrl-C, SIGTERM, `ray job stop` and deleting a RayJob stop a study cleanly: Tune stops the trials and saves its
+state, the runs are marked KILLED, the last line is the command that resumes it. A Ray job gets SIGKILL after
+RAY_JOB_STOP_WAIT_TIME_S seconds (3 by default, read from the environment of the Ray head, not of the job):
+set it to 60 there, or a stopped job's records stay RUNNING and its last trials are lost.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -25,6 +29,8 @@ from study.raycluster import (
     reference_row,
     require_shared_storage,
     start_ray_alongside,
+    stop_gracefully_on_sigterm,
+    warn_if_job_stop_wait_is_short,
 )
 from study.reporting import build_report
 from study.settings import check_data, parse_args, validate
@@ -32,17 +38,19 @@ from study.studydir import (
     load_study,
     missing_folders,
     new_study_dir,
+    new_study_id,
     ray_storage,
     save_study,
     tracking_record,
     tracking_uri,
 )
 from study.trials import load_trials
-from study.tuning import study_tuner
+from study.tuning import ended_trials, optuna_storage_url, study_tuner
 
 # flags that set up a new study; a resumed study keeps the settings it started with
 SETTING_FLAGS = ("space", "budget", "num_samples", "epochs", "objective", "range", "method", "langs", "group", "model",
-                 "data_dir", "out", "seed", "storage_path", "cpus_per_trial", "gpus_per_trial", "max_concurrent")
+                 "data_dir", "out", "seed", "storage_path", "cpus_per_trial", "gpus_per_trial", "max_concurrent",
+                 "optuna_storage")
 
 
 def refuse_new_settings_on_resume(args) -> None:
@@ -63,12 +71,6 @@ def resume_command(study_dir: Path, args) -> str:
     return command
 
 
-def _sigterm_as_sigint(signum, frame):
-    # Tune stops a run gracefully on SIGINT (trials checkpointed, state saved); a SIGTERM (a scheduler, a
-    # closing terminal, `kill`) gets the same treatment instead of killing the driver mid-write
-    signal.raise_signal(signal.SIGINT)
-
-
 def most_common_failure(client, experiment: str, parent: str) -> str:
     from collections import Counter
 
@@ -80,6 +82,8 @@ def most_common_failure(client, experiment: str, parent: str) -> str:
 @cli_main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    stop_gracefully_on_sigterm()
+    warn_if_job_stop_wait_is_short()
     if args.list_spaces:
         for name in SPACE_NAMES:
             print(f"{name:<14} {load_space(name).description}")
@@ -94,7 +98,9 @@ def main(argv=None) -> int:
     else:
         settings = validate(args)  # every input checked before Ray starts
         study_dir = new_study_dir(args.out, settings["space"])
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+        # credentials in the URI go to MLFLOW_TRACKING_USERNAME / _PASSWORD before MLflow sees it (its errors
+        # quote the URI); study.json then keeps the URI without them
+        uri = tracking.credentials_to_env(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "") or None
     tracking.check_reachable(uri or "")
     check_data(settings)
     check_model(settings["model"])  # prepares the default encoder once (with progress); a bad one fails here
@@ -111,6 +117,8 @@ def main(argv=None) -> int:
         require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
         if settings["budget"] == "auto":  # decided by the cluster's resources, not by this machine's
             settings = validate(args, cluster_has_gpus())
+        if not args.resume:  # its prefix in shared storage, whatever the folder is called later (study.studydir)
+            settings["study_id"] = new_study_id(study_dir)
     except BaseException:
         if created:  # a new study that could not start leaves nothing behind
             shutil.rmtree(created[-1], ignore_errors=True)
@@ -122,6 +130,12 @@ def main(argv=None) -> int:
     if args.resume:
         parent = saved["parent_run_id"]
         tracking.check_parent_run(client, parent, uri)
+        # child runs a killed driver left RUNNING: Tune continues those of the trials in its last snapshot (and
+        # marks them RUNNING again); the others are not continued, and stay KILLED with the reason
+        orphans = tracking.end_running_children(client, experiment, parent, "KILLED", tracking.DRIVER_LOST)
+        if orphans:
+            print(f"{orphans} trials were left running by a stopped driver: those Tune did not save are run again",
+                  file=sys.stderr)
         client.update_run(parent, status="RUNNING")
     else:
         parent = tracking.start_parent_run(
@@ -130,6 +144,7 @@ def main(argv=None) -> int:
                     **{f"eval.{k}": v for k, v in settings["eval"].items()}, "git_commit": tracking.git_commit()},
             tags={"study_dir": str(study_dir.resolve()), "space": settings["space"], "budget": settings["budget"],
                   "objective": settings["objective"]})
+        tracking.describe_study(client, parent, settings, study_dir)  # its description: what the study asks
         save_study(study_dir, dict(settings=settings, parent_run_id=parent, experiment_id=experiment,
                                    tracking=record, created=time.strftime("%Y-%m-%d %H:%M:%S")))
     print(f"study {study_dir}  space {settings['space']}  budget {settings['budget']}  "
@@ -139,7 +154,6 @@ def main(argv=None) -> int:
     print(f"  runs table: {tracking.experiment_url(uri, experiment)}", file=sys.stderr)
     print(f"Ray storage (checkpoints, Tune state): {ray_storage(settings, study_dir)}", file=sys.stderr)
 
-    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     start = time.time()
     try:
         reference = reference_row(settings, study_dir)
@@ -154,8 +168,7 @@ def main(argv=None) -> int:
         print(f"\nthe study failed; continue it with:\n{resume_command(study_dir, args)}", file=sys.stderr)
         raise
     seconds = time.time() - start
-    done = results.num_terminated + results.num_errors
-    if done < len(results) or len(results) < settings["num_samples"]:  # Tune stopped on SIGINT
+    if ended_trials(results) < len(results) or len(results) < settings["num_samples"]:  # Tune stopped on SIGINT
         return end_interrupted(client, experiment, parent, study_dir, args)
     print(f"\n{len(results)} trials in {seconds / 60:.1f} min ({results.num_errors} failed)", file=sys.stderr)
     client.log_metric(parent, "study.minutes", seconds / 60)
@@ -164,13 +177,18 @@ def main(argv=None) -> int:
         print(f"error: no trial finished: {results.num_errors} of {len(results)} failed, most often with: "
               f"{most_common_failure(client, experiment, parent)}", file=sys.stderr)
         return 1
+    # a finished study leaves no child RUNNING (one whose trial Tune lost with a killed driver)
+    tracking.end_running_children(client, experiment, parent, "KILLED", tracking.DRIVER_LOST)
     build_report(study_dir, client=client, print_table=True)
+    tracking.describe_study(client, parent, settings, study_dir, experiment)  # ... and now its answer
     client.set_terminated(parent, status="FINISHED")
     if uri.startswith("sqlite:"):
         print(f"\nOpen the trials in the MLflow UI:\n  mlflow ui --backend-store-uri {uri}\n"
               f"  then {tracking.experiment_url(uri, experiment)}")
     else:
         print(f"\nThe trials are in MLflow: {tracking.experiment_url(uri, experiment)} (parent run {parent})")
+    print(f"Open the search in Optuna's dashboard:\n  optuna-dashboard "
+          f"{tracking.redact(optuna_storage_url(settings, study_dir))}")
     return 0
 
 

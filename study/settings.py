@@ -46,13 +46,19 @@ def parse_args(argv):
                                      "local Ray. Ray Client (ray://) is not supported: submit the study as a job")
     p.add_argument("--storage-path", metavar="URI",
                    help="where trials keep checkpoints and Tune its state: s3://BUCKET/PREFIX, gs://..., or a path "
-                        "every node mounts; needed on a cluster whose nodes share no disk (default: STUDY_DIR/ray)")
+                        "every node mounts; needed on a cluster whose nodes share no disk (default: STUDY_DIR/ray); "
+                        "no credentials in it: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in every node's environment")
     p.add_argument("--cpus-per-trial", type=float)
     p.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU between trials, e.g. 0.5")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources allow)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or an "
                                           "embedded store in the study directory); credentials go in "
-                                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+                                          "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (a user:password@ "
+                                          "in the URI is moved there, never written or printed)")
+    p.add_argument("--optuna-storage", metavar="URL",
+                   help="Optuna's storage for the search (an SQLAlchemy URL, e.g. postgresql+psycopg2://USER@HOST/DB, "
+                        "the tracking server's database on a cluster); no password in it: PostgreSQL's driver reads "
+                        "PGPASSWORD or ~/.pgpass (default: sqlite:///STUDY_DIR/optuna.db)")
     p.add_argument("--dashboard-host", default="127.0.0.1", help="Ray dashboard host for a local Ray")
     return p.parse_args(argv)
 
@@ -93,6 +99,7 @@ def validate(args, cluster_has_gpus: bool | None = None) -> dict:
     eval_config = {**budget.eval, "langs": list(langs), "seed": seed}
     EvalConfig(**eval_config)  # radii etc. checked here
     storage_path = check_storage(args.storage_path) if args.storage_path else None
+    optuna_storage = check_optuna_storage(args.optuna_storage) if getattr(args, "optuna_storage", None) else None
     return dict(space=space.name, ranges=ranges, budget=budget_name, objective=args.objective or "robust",
                 seed=seed, num_samples=args.num_samples or budget.num_samples, epochs=args.epochs or budget.epochs,
                 method=args.method, model=args.model or "multilingual-e5-small",
@@ -101,7 +108,35 @@ def validate(args, cluster_has_gpus: bool | None = None) -> dict:
                 train=budget.train,
                 cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else budget.cpus_per_trial,
                 gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else budget.gpus_per_trial,
-                max_concurrent=args.max_concurrent, storage_path=storage_path)
+                max_concurrent=args.max_concurrent, storage_path=storage_path, optuna_storage=optuna_storage)
+
+
+def check_optuna_storage(url: str) -> str:
+    """An --optuna-storage URL, refused in one line when it holds a password (it would be printed and pickled
+    with Tune's state: the database driver reads PGPASSWORD or ~/.pgpass instead), does not parse, or cannot be
+    connected to. Nothing is written."""
+    import sqlalchemy
+
+    from study.tracking import has_password, redact
+
+    if has_password(url):
+        raise UsageError(f"--optuna-storage {redact(url)}: no password in the URL (it would be printed and saved "
+                         "with the study's state); PostgreSQL reads it from PGPASSWORD or ~/.pgpass")
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except (sqlalchemy.exc.ArgumentError, ImportError, ValueError) as err:
+        raise UsageError(f"--optuna-storage {redact(url)}: not a database URL ({str(err).splitlines()[0][:200]})") \
+            from None
+    if engine.dialect.name == "sqlite":  # connecting would create the file; the study's driver does that
+        return url
+    try:
+        engine.connect().close()
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0][:200]
+        raise UsageError(f"--optuna-storage {redact(url)}: cannot connect ({reason})") from None
+    finally:
+        engine.dispose()
+    return url
 
 
 def check_data(settings: dict) -> None:

@@ -5,7 +5,9 @@
     mlflow.db, mlartifacts/   the embedded MLflow store (unless a tracking server is used)
     ray/             Ray Tune's state and checkpoints (ray/tune: the study, ray/replicate: its replication),
                      unless --storage-path puts them in shared storage (a bucket or a shared mount), as a
-                     cluster whose nodes share no disk needs: then <storage path>/<study name>/tune, /replicate
+                     cluster whose nodes share no disk needs: then <storage path>/<study id>/tune, /replicate,
+                     the study id being the folder's name at creation and 8 random hex digits (study.json keeps
+                     it): two studies of the same name never share Tune state, and a renamed folder finds its own
     report/          study.report's tables and plots
     replication/     study.replicate's findings
 """
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 
 from study.errors import StorageError, StudyError
-from study.tracking import default_tracking_uri, has_password, redact
+from study.tracking import credentials_to_env, default_tracking_uri, has_password, redact
 
 STUDY_FILE = "study.json"
 REFERENCE_FILE = "reference.json"
@@ -92,9 +94,10 @@ def tracking_record(uri: str | None) -> dict:
 
 def tracking_uri(study_dir: Path, saved: dict, given: str | None = None) -> str:
     """The tracking URI of a saved study: `given` (--tracking-uri) first; then the embedded store in the study
-    folder; then $MLFLOW_TRACKING_URI; then the URI study.json kept. Never one from Ray's pickled state."""
+    folder; then $MLFLOW_TRACKING_URI; then the URI study.json kept. Never one from Ray's pickled state.
+    Credentials in it are moved to MLFLOW_TRACKING_USERNAME / _PASSWORD (`tracking.credentials_to_env`)."""
     if given:
-        return given
+        return credentials_to_env(given)
     record = saved.get("tracking") or _old_tracking_record(saved)
     if record.get("embedded"):
         return default_tracking_uri(study_dir)
@@ -102,7 +105,7 @@ def tracking_uri(study_dir: Path, saved: dict, given: str | None = None) -> str:
     if not uri:
         raise StudyError(f"study {study_dir} logs to {record.get('shown', 'a tracking server')}, whose URI holds a "
                          "password and was not kept: pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    return uri
+    return credentials_to_env(uri)
 
 
 def _old_tracking_record(saved: dict) -> dict:
@@ -112,17 +115,56 @@ def _old_tracking_record(saved: dict) -> dict:
     return {"embedded": False, "uri": uri, "shown": redact(uri)}
 
 
+def new_study_id(study_dir: Path) -> str:
+    """A new study's id: its folder's name and 8 random hex digits (its prefix in shared storage)."""
+    import uuid
+
+    return f"{Path(study_dir).resolve().name}-{uuid.uuid4().hex[:8]}"
+
+
 def ray_storage(settings: dict, study_dir: Path) -> str:
-    """Where Ray Tune keeps this study's experiments (state, checkpoints): `<--storage-path>/<study name>`,
-    which every node reaches, or STUDY_DIR/ray on one machine (absolute: Ray needs one)."""
+    """Where Ray Tune keeps this study's experiments (state, checkpoints): `<--storage-path>/<study id>`, which
+    every node reaches, or STUDY_DIR/ray on one machine (absolute: Ray needs one). A study from before study ids
+    (or a benchmark's settings) uses its folder's name."""
     if settings.get("storage_path"):
-        return f"{settings['storage_path'].rstrip('/')}/{Path(study_dir).resolve().name}"
+        return f"{settings['storage_path'].rstrip('/')}/{settings.get('study_id') or Path(study_dir).resolve().name}"
     return str((Path(study_dir) / "ray").resolve())
+
+
+OWNER_FILE = "study_id"  # in a study's Ray storage: the id of the study whose Tune state it holds
+
+
+def claim_ray_storage(storage: str, study_id: str | None) -> None:
+    """Check that the Ray storage `storage` (a path or a URI) holds this study's Tune state, or none yet, and
+    mark it as this study's. A StudyError (one line) when it holds another study's: restoring it would run that
+    study's search under this study's records. Studies from before study ids are not checked."""
+    if not study_id:
+        return
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(storage)
+    owner_file = f"{root.rstrip('/')}/{OWNER_FILE}"
+    if filesystem.get_file_info(owner_file).type == pyarrow.fs.FileType.File:
+        with filesystem.open_input_stream(owner_file) as stream:
+            owner = stream.read().decode().strip()
+        if owner != study_id:
+            raise StudyError(f"the Ray storage {storage} holds the Tune state of study {owner}, not of this study "
+                             f"({study_id}, study.json): was study.json or the storage copied from another study?")
+        return
+    filesystem.create_dir(root, recursive=True)
+    with filesystem.open_output_stream(owner_file) as stream:
+        stream.write(study_id.encode())
 
 
 def check_storage(uri: str) -> str:
     """A --storage-path that Ray can use, normalised (a local path made absolute); a one-line StorageError when
-    its filesystem cannot be reached (no such bucket, no credentials, no endpoint)."""
+    its filesystem cannot be reached (no such bucket, no credentials, no endpoint). Credentials in it are refused:
+    Ray pickles the storage path into the Tune state and hands it to every node, and the study would write it to
+    study.json, the parent run's params and its output; the nodes read keys from their environment (or role)."""
+    if "://" in uri and storage_credentials(uri):
+        raise StorageError(f"--storage-path {redact(uri.split('?')[0])} holds credentials ({storage_credentials(uri)}):"
+                           " give them in the environment of the driver and of every node instead (AWS_ACCESS_KEY_ID, "
+                           "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN; GOOGLE_APPLICATION_CREDENTIALS for gs://)")
     if "://" not in uri:
         path = Path(uri).expanduser().resolve()
         parent = next(p for p in (path, *path.parents) if p.exists())
@@ -138,3 +180,18 @@ def check_storage(uri: str) -> str:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise StorageError(f"storage path {uri} is not usable: {first}") from None
     return uri
+
+
+def storage_credentials(uri: str) -> str:
+    """What in a storage URI is a credential (KEY:SECRET@ before the bucket, access_key=... or secret_key=...
+    in its query, as pyarrow reads them), named without its value; '' when none."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        found = ["KEY:SECRET@" if "@" in parts.netloc else ""]
+        found += [f"{key}=" for key in parse_qs(parts.query) if key.lower() in
+                  ("access_key", "secret_key", "session_token", "access_token", "credentials")]
+    except ValueError:
+        return "an unparsable URI"
+    return ", ".join(f for f in found if f)

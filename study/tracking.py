@@ -7,10 +7,16 @@ can be nested under the study's parent run (Ray's own MLflow integration does no
 
 Re-reported epochs (a trial restored from its checkpoint after a crash) and resumed studies reuse their
 child runs and skip steps already logged: no duplicate runs, no duplicate steps.
+
+Lineage, as `mlflow.start_run` would record it: every run carries MLflow's context tags (`context_tags`: user,
+source, git commit), each child run the data files its trial read as dataset inputs (`trial_datasets`: name,
+file URI, content digest, context training / selection / report / english_check), and the study's parent run a
+description (`describe_study`, mlflow.note.content: what it asks, and at its end the best trial).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -19,7 +25,7 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION  # Ray's epoch counter: the step of every logged metric
 
-from study.errors import TrackingError
+from study.errors import DataError, TrackingError
 
 # MLflow prints a "View run ... at: <tracking URI>" line whenever a run ends: with a password in the URI that
 # line leaks it to the terminal and to logs, and a study ends dozens of runs; it prints its own runs-table link
@@ -45,6 +51,52 @@ def has_password(uri: str) -> bool:
         return True  # unparsable: treat as secret
 
 
+_CONTEXT_TAGS: dict[str, str] = {}
+
+
+def context_tags() -> dict[str, str]:
+    """The run-context tags `mlflow.start_run` sets and `MlflowClient.create_run` does not (mlflow.user,
+    mlflow.source.name / .type, mlflow.source.git.commit / .branch / .repoURL, $MLFLOW_RUN_CONTEXT's), resolved
+    once per process by MLflow's context registry. Every run is created by the driver (parents, and children in
+    `ChildRunLogger`), so these describe the driver: its user, its command, its checkout. The commit is the
+    project's own checkout (the code that ran), whatever the entry point; a repository URL loses credentials."""
+    if not _CONTEXT_TAGS:
+        from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.git_utils import get_git_commit
+        from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL
+
+        tags = {key: str(value) for key, value in resolve_tags().items()}
+        commit = get_git_commit(os.path.dirname(os.path.abspath(__file__)))
+        if commit:
+            tags[MLFLOW_GIT_COMMIT] = commit
+        if MLFLOW_GIT_REPO_URL in tags:
+            tags[MLFLOW_GIT_REPO_URL] = redact(tags[MLFLOW_GIT_REPO_URL])
+        _CONTEXT_TAGS.update(tags)
+    return dict(_CONTEXT_TAGS)
+
+
+def credentials_to_env(uri: str) -> str:
+    """`uri` without the user:password@ of an http(s) tracking URI, which go to MLFLOW_TRACKING_USERNAME /
+    MLFLOW_TRACKING_PASSWORD in this process (as MLflow's client reads them) instead. MLflow builds every request
+    URL from the URI and quotes it in its errors (a timeout, a refused connection, with a traceback): a password
+    left in the URI reaches the terminal and the logs. MLFLOW_TRACKING_URI, when it held `uri`, is set to the URI
+    without them too (the fluent API and the processes started from here read it)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    if not (uri or "").startswith(("http://", "https://")) or "@" not in urlsplit(uri).netloc:
+        return uri
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    if parts.username:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username)
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    clean = urlunsplit(parts._replace(netloc=host))
+    if os.environ.get("MLFLOW_TRACKING_URI") == uri:
+        os.environ["MLFLOW_TRACKING_URI"] = clean
+    return clean
+
+
 # parent run id -> tracking URI. The ChildRunLogger looks its URI up here instead of holding it: Ray Tune pickles
 # its callbacks into the experiment's state (tuner.pkl), and a URI there could hold a password, and would win
 # over a new --tracking-uri on resume. The driver registers the URI before every fit.
@@ -55,14 +107,25 @@ def use_tracking_uri(parent_run_id: str, uri: str) -> None:
     _TRACKING_URIS[parent_run_id] = uri
 
 
-def end_running_children(client, experiment: str, parent: str, status: str) -> int:
+ENDED_TAG = "ended_by"  # why a child run was ended by the study rather than by its trial
+
+
+def end_running_children(client, experiment: str, parent: str, status: str, reason: str | None = None) -> int:
     """Set every child run of `parent` still RUNNING to `status` (an interrupted or failed study leaves no run
-    RUNNING); returns how many."""
+    RUNNING), with `reason` as its ENDED_TAG; returns how many."""
     runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent}' and "
                                                           "attributes.status = 'RUNNING'", max_results=5000)
     for run in runs:
+        if reason:
+            client.set_tag(run.info.run_id, ENDED_TAG, reason)
         client.set_terminated(run.info.run_id, status=status)
     return len(runs)
+
+
+# a resumed study first ends the child runs its killed driver left RUNNING; Tune then continues those of the trials
+# in its last snapshot (their runs RUNNING again, the tag removed), and the others stay KILLED with this reason
+DRIVER_LOST = ("the study's driver stopped without ending this trial; a trial missing from Tune's last snapshot "
+               "is run again under a new trial id, not continued here")
 
 
 def experiment_url(uri: str, experiment: str) -> str:
@@ -110,7 +173,7 @@ def check_reachable(uri: str, timeout: float = 5.0, search_timeout: float = 30.0
 def client_for(uri: str):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=credentials_to_env(uri))
 
 
 def open_experiment(uri: str, study_dir: Path):
@@ -179,6 +242,60 @@ def log_params(client, run_id: str, params: dict) -> None:
         client.log_batch(run_id, params=entries[start : start + 90])
 
 
+# ----------------------------------------------------------------------------- lineage: the data a trial reads
+DATA_CONTEXT = "mlflow.data.context"  # the input tag `mlflow.log_input(dataset, context=...)` sets
+# what a trial reads, by context: "training" its English training pairs (whole files); "english_check" the English
+# test pairs every evaluation measures (whole files); and a Tatoeba split ("selection" every epoch, "report" at the
+# last one): the split's half of each study language's Tatoeba pair and of the translated STS-B dev files
+WHOLE_FILE_CONTEXTS = ("training", "english_check")
+
+
+def trial_datasets(config, context: str) -> list:
+    """The `mlflow.entities.DatasetInput`s of one context of a trial (`config`: its TrialConfig): one dataset per
+    file (name: its path in the data directory, with the split read, for a Tatoeba split; source: its file URI;
+    digest: `study.data.file_digest`), tagged mlflow.data.context. Only the files the trial reads: its evaluation
+    languages, its translated STS-B languages, the English check if it runs. Called in the driver: the digests
+    describe the driver's copy of the data directory (on a cluster whose nodes share no disk, each node reads its
+    own copy). Hub data (no data directory): none."""
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    from study import data
+
+    try:
+        data_dir = data.resolve_data_dir(config.data_dir) if config.data_dir else data.resolve_data_dir()
+    except DataError:  # the trial fails on it with its own message; the study goes on
+        return []
+    if context == "training":
+        files = data.english_pair_files("train", data_dir)
+    elif context == "english_check":
+        files = data.english_pair_files("test", data_dir) if config.eval.english_check else []
+    elif context in data.SPLITS:
+        files = [f for lang in config.eval.langs for f in data.tatoeba_files(lang, data_dir)]
+        files += [f for lang in config.eval.xsts_langs for f in data.crosslingual_sts_files(lang, data_dir)]
+    else:
+        raise ValueError(f"unknown data context {context!r}")
+    inputs = []
+    for path in dict.fromkeys(files):  # stsb-en-dev.csv once, however many translations
+        if not path.is_file():  # the trial fails on it with its own message
+            continue
+        name = path.relative_to(data_dir).as_posix()
+        if context not in WHOLE_FILE_CONTEXTS and context != "all":
+            name = f"{name} ({context} half)"
+        source = get_dataset_source_from_json(json.dumps({"uri": path.resolve().as_uri()}), source_type="local")
+        dataset = MetaDataset(source, name=name, digest=data.file_digest(path))
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(DATA_CONTEXT, context)]))
+    return inputs
+
+
+def log_trial_inputs(client, run_id: str, config, contexts) -> None:
+    """Record on a trial's run the datasets of `contexts` (`trial_datasets`); logging one again adds nothing."""
+    inputs = [entry for context in dict.fromkeys(contexts) for entry in trial_datasets(config, context)]
+    for start in range(0, len(inputs), 500):  # MLflow takes at most 1000 datasets per call
+        client.log_inputs(run_id, datasets=inputs[start : start + 500])
+
+
 class ChildRunLogger(Callback):
     """Ray Tune callback: a nested MLflow child run per trial, written from the driver. The run's parameters
     are the trial's `TrialConfig` (`mlflow_params`), its metrics every reported figure, one step per epoch."""
@@ -224,6 +341,8 @@ class ChildRunLogger(Callback):
             self._last_step[trial_id] = max((m.step for m in history), default=0)
             if found[0].info.status != "RUNNING":
                 self.client.update_run(run_id, status="RUNNING")
+            if ENDED_TAG in found[0].data.tags:  # ended at a resume (DRIVER_LOST), and continued after all
+                self.client.delete_tag(run_id, ENDED_TAG)
         else:
             from trainables.config import TrialConfig
 
@@ -232,10 +351,12 @@ class ChildRunLogger(Callback):
             if config.replica:
                 name = f"{config.replica} seed={config.seed} {name}"
             run = self.client.create_run(self.experiment, run_name=name,
-                                         tags={PARENT_TAG: self.parent, TRIAL_TAG: trial_id,
+                                         tags={**context_tags(), PARENT_TAG: self.parent, TRIAL_TAG: trial_id,
                                                "ray.trial_name": str(trial)})
             run_id = run.info.run_id
             log_params(self.client, run_id, config.mlflow_params())
+            # what every epoch reads; the report split's files once the trial reports on them (on_trial_result)
+            log_trial_inputs(self.client, run_id, config, ("training", config.eval.split, "english_check"))
             self._last_step[trial_id] = 0
         self._runs[trial_id] = run_id
         return run_id
@@ -247,7 +368,14 @@ class ChildRunLogger(Callback):
         run_id, step = self.run_for(trial), int(result.get(TRAINING_ITERATION, 0))
         if step <= self._last_step.get(trial.trial_id, 0):
             return  # this epoch was logged before the trial was restored
-        log_metrics(self.client, run_id, numeric_metrics(result), step)
+        metrics = numeric_metrics(result)
+        log_metrics(self.client, run_id, metrics, step)
+        if any(key.startswith("report.") for key in metrics):  # the last epoch read the report split too
+            from trainables.config import TrialConfig
+
+            config = TrialConfig.from_dict(trial.config)
+            if config.eval.split != "report":  # (else logged with the run)
+                log_trial_inputs(self.client, run_id, config, ("report",))
         node = result.get("node_id")
         if node and self._nodes.get(trial.trial_id) != node:  # once per trial, again if it moved (a restart)
             self.client.set_tag(run_id, "ray.node_id", node)
@@ -291,9 +419,88 @@ def failure_reason(trial) -> str:
 
 
 def start_parent_run(client, experiment: str, name: str, params: dict, tags: dict) -> str:
-    run = client.create_run(experiment, run_name=name, tags=tags)
+    run = client.create_run(experiment, run_name=name, tags={**context_tags(), **tags})
     log_params(client, run.info.run_id, {k: str(v)[:6000] for k, v in params.items()})
     return run.info.run_id
+
+
+# ----------------------------------------------------------------------------- the study's description
+NOTE_TAG = "mlflow.note.content"  # a run's description (Markdown) in MLflow's UI
+OBJECTIVE_TEXT = {
+    "robust": "`objective.robust`, attacked Tatoeba retrieval accuracy (mean over the low-resource group)",
+    "clean": "`objective.clean`, clean Tatoeba retrieval accuracy (mean over the low-resource group)",
+    "pareto": "the Pareto front of clean accuracy, attacked accuracy and cross-lingual similarity (ranked by "
+              "`objective.robust`)",
+}
+
+
+def _searched(space, key: str) -> str:
+    """How a search space sets `key`: its distribution, or the value every trial takes."""
+    from search_spaces import Choice, IntRange, LogUniform, Uniform
+    from trainables.config import DEFAULTS
+
+    spec = space.space.get(key)
+    if isinstance(spec, (Uniform, IntRange)):
+        return f"uniform on [{spec.low:g}, {spec.high:g}]"
+    if isinstance(spec, LogUniform):
+        return f"log-uniform on [{spec.low:g}, {spec.high:g}]"
+    if isinstance(spec, Choice):
+        return "one of " + ", ".join(map(str, spec.options))
+    return f"fixed at {space.fixed.get(key, getattr(DEFAULTS, key))}"
+
+
+def study_note(settings: dict, study_dir: Path, best: dict | None = None, answered: bool = False) -> str:
+    """The parent run's description (Markdown): what the study asks (space, r and epsilon ranges, objective,
+    constraint, budget, languages, data) and where it answers (the report); `answered`: with the best trial's
+    line (`best`, as study.trials gives it; None: no trial met the constraint)."""
+    from search_spaces import load_space
+    from study.robustness import objective_metric
+
+    space = load_space(settings["space"], settings.get("ranges") or {})
+    report = Path(study_dir).resolve() / "report" / "summary.md"
+    method = settings.get("method") or _searched(space, "method").removeprefix("fixed at ")
+    lines = [
+        f"## Study `{Path(study_dir).name}`: search space `{settings['space']}`",
+        "",
+        f"Hybrid-batch robust fine-tuning of `{settings.get('model')}` on English pairs, for zero-shot cross-lingual "
+        "retrieval: a share **r** of every batch is made adversarial, by an attack of radius **epsilon** on the "
+        "token embeddings.",
+        "",
+        f"**Asks:** which r and epsilon maximise {OBJECTIVE_TEXT.get(settings['objective'], settings['objective'])} "
+        "on the selection half of Tatoeba, among the trials whose cross-lingual similarity (translated STS-B) is "
+        "no worse than the untrained encoder's?",
+        "",
+        f"- **Space**: r {_searched(space, 'ratio')}, epsilon {_searched(space, 'epsilon')}; method {method}",
+        f"- **Budget** `{settings['budget']}`: {settings['num_samples']} trials (the r = 0 baseline first) x "
+        f"{settings['epochs']} epoch(s), Optuna TPE"
+        + (", ASHA early stopping" if settings["objective"] != "pareto" and settings["epochs"] > 1 else ""),
+        f"- **Languages**: {', '.join(settings['eval']['langs'])}",
+        f"- **Data**: `{settings.get('data_dir') or 'hub'}`; each trial's run lists the files it read as dataset "
+        "inputs (sha256 digest of the driver's copy, context training / selection / report / english_check)",
+        f"- **Report**: `{report}`, and this run's artifacts under `report/`",
+    ]
+    if answered:
+        key = objective_metric(settings["objective"])
+        if best is None:
+            lines += ["", "**Answer:** no finished trial met the constraint (see the report)."]
+        else:
+            params, metrics = best["params"], best["metrics"]
+            lines += ["", f"**Answer:** trial `{best['name']}` (run `{best['run_id']}`): r = "
+                          f"{float(params.get('ratio', 0)):.3g}, epsilon = {float(params.get('epsilon', 0)):.3g}; "
+                          f"{key} {metrics.get(key, float('nan')):.4f} on the selection half (report-half figures "
+                          "in the report)."]
+    return "\n".join(lines)
+
+
+def describe_study(client, parent: str, settings: dict, study_dir: Path, experiment: str | None = None) -> None:
+    """Set the study's description on its parent run; with `experiment`, once the trials are done: with the best
+    trial's line (`study.trials.best_trial`, read back from MLflow)."""
+    best = None
+    if experiment is not None:
+        from study.trials import best_trial, load_trials
+
+        best = best_trial(load_trials(client, experiment, parent), settings["objective"])
+    client.set_tag(parent, NOTE_TAG, study_note(settings, study_dir, best, answered=experiment is not None))
 
 
 def git_commit() -> str:

@@ -8,6 +8,7 @@ train_hybrid`, whose `TrialConfig` hands them to the hybrid-batch step.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -70,6 +71,41 @@ def startup_trials(num_samples: int) -> int:
     return max(2, min(10, num_samples // 4))
 
 
+# ----------------------------------------------------------------------------- the Optuna study's storage
+OPTUNA_FILE = "optuna.db"  # STUDY_DIR/optuna.db: the default storage (SQLite; only the driver writes it)
+RAY_TRIAL_ATTR = "ray_trial_id"  # user attr of each Optuna trial: the Ray trial it was proposed for
+
+
+def optuna_storage_url(settings: dict, study_dir: Path) -> str:
+    """The study's Optuna storage: --optuna-storage (never with a password: settings refuses one), else
+    sqlite:///STUDY_DIR/optuna.db."""
+    return settings.get("optuna_storage") or f"sqlite:///{(Path(study_dir) / OPTUNA_FILE).resolve()}"
+
+
+# a pickled searcher names the default storage by this marker, not by its path: a study folder that was moved or
+# renamed finds its optuna.db where the folder is now (study_tuner says where, while Tune unpickles the searcher)
+IN_STUDY_DIR = "in-the-study-folder"
+_restoring_study_dir: Path | None = None
+
+
+def optuna_study_name(study_dir: Path) -> str:
+    """The study's name in its Optuna storage: the folder's name and its MLflow parent run, so that studies
+    sharing one database (--optuna-storage) never share a name."""
+    from study.studydir import STUDY_FILE, load_study
+
+    study_dir = Path(study_dir)
+    parent = load_study(study_dir).get("parent_run_id") if (study_dir / STUDY_FILE).is_file() else None
+    return f"{study_dir.name}-{parent[:8]}" if parent else study_dir.name
+
+
+def open_optuna_storage(url: str):
+    """Optuna's RDB storage at `url` (SQLAlchemy URL; PostgreSQL's driver reads PGPASSWORD / ~/.pgpass)."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
 class StudyOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, with the selection constraint and two repairs for early stopping:
 
@@ -81,13 +117,76 @@ class StudyOptunaSearch(OptunaSearch):
       it were final. Its epochs are read from the flattened result Ray hands searchers (`config/epochs`).
     - ASHA's rung records, which Tune does not save (ray-project/ray#30838), are saved and restored with the
       searcher's own state, so a resumed study stops trials by the same standard as before.
+
+    With `storage_url`, the Optuna study lives in that database (STUDY_DIR/optuna.db by default), one Optuna
+    trial per Ray trial (user attr RAY_TRIAL_ATTR), for optuna-dashboard, `optuna.load_study` and the report's
+    importances. The database, not the pickle, is then the record: Tune's snapshots of the searcher keep only
+    the Optuna trial ids, and a restored searcher reconnects and reconciles with what the database holds.
+    Trials the killed driver had proposed after Tune's last snapshot (RUNNING in the database, unknown to Tune)
+    are handed, with their parameters, to the first trials Tune proposes again, and trials told after that
+    snapshot are not told twice: a resumed study has each trial once, none left RUNNING.
     """
 
-    def __init__(self, *args, study_epochs: int, scheduler=None, **kwargs):
+    def __init__(self, *args, study_epochs: int, scheduler=None, storage_url: str | None = None,
+                 study_name: str | None = None, **kwargs):
+        self._storage_url, self._orphans = storage_url, []
+        if storage_url:
+            storage = open_optuna_storage(storage_url)
+            try:  # a new search: what a driver killed before Tune's first snapshot left under this name is void
+                optuna.delete_study(study_name=study_name, storage=storage)
+            except KeyError:
+                pass
+            kwargs.update(storage=storage, study_name=study_name)
         super().__init__(*args, **kwargs)
         self._study_epochs, self._scheduler = study_epochs, scheduler
 
+    # the database holds the study: a pickle (Tune's tuner.pkl and its searcher snapshots) keeps trial ids only
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if getattr(self, "_storage_url", None):  # absent from a searcher pickled before the storage existed
+            if self._storage_url.startswith("sqlite:///") and self._storage_url.endswith(f"/{OPTUNA_FILE}"):
+                state.update(_storage_url=IN_STUDY_DIR, _storage_url_when_saved=self._storage_url)
+            state.update(_ot_study=None, _storage=None,
+                         _ot_trials={ray_id: trial._trial_id for ray_id, trial in self._ot_trials.items()})
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.__dict__.get("_storage_url"):
+            self._reconnect()
+
+    def _reconnect(self):
+        if self._storage_url == IN_STUDY_DIR:  # the study folder's, where it is now (else where it was)
+            self._storage_url = (optuna_storage_url({}, _restoring_study_dir) if _restoring_study_dir
+                                 else self.__dict__.pop("_storage_url_when_saved"))
+        storage = open_optuna_storage(self._storage_url)
+        self._storage = storage
+        self._ot_study = optuna.load_study(study_name=self._study_name, storage=storage, sampler=self._sampler,
+                                           pruner=optuna.pruners.NopPruner())
+        ids = self._ot_trials
+        stored = {t._trial_id: t for t in self._ot_study.get_trials(deepcopy=False)}
+        self._ot_trials = {ray_id: optuna.Trial(self._ot_study, trial_id) for ray_id, trial_id in ids.items()}
+        self._completed_trials |= {ray_id for ray_id, trial_id in ids.items() if stored[trial_id].state.is_finished()}
+        known = set(ids.values())
+        self._orphans = [t._trial_id for t in sorted(stored.values(), key=lambda t: t.number)
+                         if t.state == optuna.trial.TrialState.RUNNING and t._trial_id not in known]
+
+    def suggest(self, trial_id):
+        # a trial proposed before the driver died, that Tune's snapshot did not record: Tune's next, as it was
+        if trial_id not in self._ot_trials and getattr(self, "_orphans", None):
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self._orphans.pop(0))
+        config = super().suggest(trial_id)
+        if getattr(self, "_storage_url", None) and trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        return config
+
+    def on_trial_result(self, trial_id, result):
+        if trial_id not in self._completed_trials:  # a resumed trial Optuna was told of before the restart
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(self, trial_id, result=None, error=False):
+        if trial_id in self._completed_trials:
+            return
         result = result or {}
         if CONSTRAINT in result and not error and trial_id in self._ot_trials:
             self._ot_trials[trial_id].set_constraint("xsts", result[CONSTRAINT])
@@ -106,13 +205,18 @@ class StudyOptunaSearch(OptunaSearch):
         scheduler, self._scheduler = self._scheduler, None  # the live scheduler is Tune's; keep its records only
         self._rung_records = rung_records(scheduler) if scheduler else None
         try:
-            super().save(checkpoint_path)
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump(self.__getstate__(), f)
         finally:
             self._scheduler = scheduler
 
     def restore(self, checkpoint_path: str):
         scheduler = self._scheduler
-        super().restore(checkpoint_path)
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        if state.get("_storage_url") == IN_STUDY_DIR:  # where this searcher, unpickled by study_tuner, found it
+            state["_storage_url"] = self._storage_url
+        self.__setstate__(state)
         self._scheduler = scheduler
         if scheduler and getattr(self, "_rung_records", None):
             restore_rung_records(scheduler, self._rung_records)
@@ -129,10 +233,12 @@ def restore_rung_records(scheduler, records: list[list[dict]]) -> None:
             recorded.update(values)
 
 
-def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | None = None):
+def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | None = None,
+                  storage: str | None = None, study_name: str = "optuna"):
     """Optuna's TPE (multivariate, grouped for conditional keys; constant liar, so trials running at once are
     proposed apart) behind Ray's OptunaSearch over the space's define-by-run function, told the r = 0 baseline
-    first, at most `max_concurrent` trials at once."""
+    first, at most `max_concurrent` trials at once. A new Optuna study named `study_name` in the `storage` URL
+    (replacing one of that name), else in memory."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # multivariate and constant_liar are marked experimental in Optuna; their notice says nothing actionable
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -140,7 +246,7 @@ def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | No
     sampler = optuna.samplers.TPESampler(seed=settings["seed"], n_startup_trials=startup_trials(
         settings["num_samples"]), multivariate=True, group=True, constant_liar=True)
     common = dict(space=space.define_by_run, sampler=sampler, points_to_evaluate=points,
-                  study_epochs=settings["epochs"], scheduler=scheduler)
+                  study_epochs=settings["epochs"], scheduler=scheduler, storage_url=storage, study_name=study_name)
     if settings["objective"] == "pareto":
         searcher = StudyOptunaSearch(metric=list(PARETO_METRICS), mode=["max"] * len(PARETO_METRICS), **common)
     else:
@@ -193,6 +299,13 @@ def _trainable(settings: dict):
     return tune.with_resources(train_hybrid, {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]})
 
 
+def ended_trials(results) -> int:
+    """How many trials of a ResultGrid really ended: finished, stopped by the scheduler (both report done) or
+    failed. Tune marks the trials still running when it is interrupted TERMINATED too (after saving its state),
+    so num_terminated cannot tell an interrupted study from a finished one."""
+    return sum(1 for result in results if result.error is not None or result.metrics.get("done"))
+
+
 def study_tuner(settings: dict, study_dir: Path, callback):
     """The study's Tuner: restored from ray/tune when a previous run left one, else new."""
     from ray import tune
@@ -203,13 +316,23 @@ def study_tuner(settings: dict, study_dir: Path, callback):
     trainable = _trainable(settings)
     storage = ray_storage(settings, study_dir)
     state = f"{storage}/{STUDY_EXPERIMENT}"  # a path or a URI (s3://...): Ray reads both
+    from study.studydir import claim_ray_storage
+
+    claim_ray_storage(storage, settings.get("study_id"))  # this study's Tune state, or none yet; never another's
     if tune.Tuner.can_restore(state):
-        return tune.Tuner.restore(state, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+        global _restoring_study_dir
+        _restoring_study_dir = Path(study_dir)
+        try:
+            return tune.Tuner.restore(state, trainable=trainable, resume_unfinished=True,
+                                      resume_errored=False, restart_errored=False)
+        finally:
+            _restoring_study_dir = None
     single = settings["objective"] != "pareto"
     scheduler = make_scheduler(settings, space)
+    searcher = make_searcher(settings, space, scheduler, storage=optuna_storage_url(settings, study_dir),
+                             study_name=optuna_study_name(study_dir))
     tune_config = tune.TuneConfig(metric=objective_metric(settings["objective"]) if single else None,
-                                  mode="max" if single else None, search_alg=make_searcher(settings, space, scheduler),
+                                  mode="max" if single else None, search_alg=searcher,
                                   scheduler=scheduler, num_samples=settings["num_samples"],
                                   # a trial process runs trial after trial: torch, transformers and the data
                                   # loaders are imported once per worker, not once per trial (study.bench study)

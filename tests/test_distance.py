@@ -170,3 +170,19 @@ def test_the_plot_draws_with_and_without_a_correlation(tmp_path):
     plots.plot_distance(tmp_path / "distance.png", language_distance(analysis, reference, LANGS, "best1", SENTENCES))
     plots.plot_distance(tmp_path / "none.png", language_distance(analysis, {"metrics": {}}, LANGS, "best1"))
     assert (tmp_path / "distance.png").stat().st_size > 10_000 and (tmp_path / "none.png").is_file()
+
+
+def test_drawing_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    """A notebook user's backend survives a report: the figures never go through pyplot (in a fresh process, so
+    nothing else in the suite has imported pyplot first)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (f"import sys, matplotlib; sys.path.insert(0, {str(Path(__file__).parent)!r}); matplotlib.use('pdf')\n"
+              "from pathlib import Path; import test_distance\n"
+              f"test_distance.test_the_plot_draws_with_and_without_a_correlation(Path({str(tmp_path)!r}))\n"
+              "assert matplotlib.get_backend() == 'pdf', matplotlib.get_backend()\n"
+              "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from study.tracking import (
+    DRIVER_LOST,
+    ENDED_TAG,
     PARENT_TAG,
     ChildRunLogger,
     client_for,
@@ -72,26 +74,46 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
 
 
 def test_killed_driver_resumes_to_exactly_the_requested_trials(tmp_path):
+    # two trials at once, the driver killed while both train: a trial that started after Tune's last snapshot comes
+    # back under a new trial id, and its old child run must not stay RUNNING under a FINISHED parent (issue 27)
     study_dir, log = tmp_path / "killdriver", tmp_path / "first.log"
-    proc = start_cli(*SMOKE, "--num-samples", "3", "--max-concurrent", "1", "--out", str(study_dir), log=log)
+    proc = start_cli(*SMOKE, "--num-samples", "3", "--max-concurrent", "2", "--out", str(study_dir), log=log)
+
+    def two_training():
+        if not (study_dir / "study.json").is_file():
+            return False
+        return [c.info.status for c in study_runs(study_dir)[2]].count("RUNNING") == 2
+
     try:
-        wait_for(lambda: _checkpoints(study_dir), proc, log, what="the first trial's checkpoint")
+        wait_for(two_training, proc, log, what="two trials in flight")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, no chance to clean up
         proc.wait(timeout=60)
     _, _, children = study_runs(study_dir)
-    assert 1 <= len(children) < 3, "the kill came mid-study"
+    assert [c.info.status for c in children].count("RUNNING") == 2, "the kill came mid-study"
 
     result = run_cli("study.run", "--resume", str(study_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     client, parent, children = study_runs(study_dir)
-    trial_ids = [c.data.tags["ray.trial_id"] for c in children]
-    assert len(children) == 3 and len(set(trial_ids)) == 3, "no duplicate child runs, none lost"
     assert parent.info.status == "FINISHED"
-    for child in children:
-        assert child.info.status == "FINISHED"
+    assert "RUNNING" not in {c.info.status for c in children}
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 3 and len({c.data.tags["ray.trial_id"] for c in finished}) == 3, "each trial once"
+    for child in finished:
+        assert ENDED_TAG not in child.data.tags
         assert metric_steps(client, child.info.run_id, "objective.robust") == [1], "one epoch, logged once"
+    for orphan in (c for c in children if c.info.status != "FINISHED"):  # lost with the driver, run again anew
+        assert orphan.info.status == "KILLED" and orphan.data.tags[ENDED_TAG] == DRIVER_LOST
+    print(f"{len(children) - 3} child runs of trials lost with the driver")
     assert (study_dir / "report" / "summary.csv").is_file()
+    # the Optuna storage (issue 27.7): each trial once, under the Ray trial id it finished as, none left RUNNING
+    import optuna
+
+    trials = optuna.load_study(study_name=None, storage=f"sqlite:///{study_dir}/optuna.db").get_trials()
+    assert sorted(t.user_attrs["ray_trial_id"] for t in trials) == sorted(c.data.tags["ray.trial_id"]
+                                                                         for c in finished)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert f"optuna-dashboard sqlite:///{study_dir.resolve()}/optuna.db" in result.stdout
 
 
 def test_diverging_trial_fails_with_its_reason_and_the_others_finish(tmp_path, model_dir, data_dir):

@@ -11,8 +11,19 @@ before doing anything, plus the project's own rules:
 * shared storage on a cluster whose nodes share no disk: the RayJob writes
   its study folder (--out) to a ReadWriteMany volume on the head and its
   checkpoints (--storage-path) to the bucket that minio.yaml creates; every
-  pod reaches the bucket with keys from the Secret MinIO's root user comes
-  from; the bucket Job's own command is run against a local S3 server;
+  Ray pod reaches the bucket as the study's MinIO user (a policy on that
+  bucket only), never MinIO's root user; the bucket Job's own command is run
+  against a local S3 server;
+* Ray's token authentication: authOptions and RAY_AUTH_MODE/RAY_AUTH_TOKEN
+  from the token Secret on every Ray container and the RayJob's submitter,
+  the token file on the launcher's nodes, the README's dashboard/CLI
+  instructions; RAY_JOB_STOP_WAIT_TIME_S on the head, where Ray's job
+  supervisor reads it; the KubeRay version the fields used need;
+* networkpolicy.yaml, evaluated on sample pods: the head's ports only from
+  the Ray pods, the submitter, the operator and labelled pods, MinIO and
+  MLflow only from the Ray pods; the launcher's IAM (iam.yaml, cfn-lint where
+  installed) grants S3 on the study's bucket only; wordnet-base in the image
+  and on the launcher's nodes;
 * the MLflow server lets no one in by default: `--app-name basic-auth`,
   mlflow[auth], an auth config MLflow can read (NO_PERMISSIONS, users on the
   backend's PostgreSQL), the admin password only from the environment;
@@ -71,6 +82,8 @@ ENV_EXAMPLE = INFRA / "mlflow" / ".env.example"
 SERVE_SH = INFRA / "mlflow" / "serve.sh"
 AUTH_INI = INFRA / "mlflow" / "basic_auth.ini"
 KUBE_MONITORING = KUBERAY / "monitoring.yaml"
+NETWORKPOLICY = KUBERAY / "networkpolicy.yaml"
+LAUNCHER_IAM = INFRA / "cluster-launcher" / "iam.yaml"
 KPS_VALUES = KUBERAY / "kube-prometheus-stack.values.yaml"
 MONITORING = INFRA / "monitoring"
 MON_COMPOSE = MONITORING / "docker-compose.yaml"
@@ -133,6 +146,8 @@ def test_expected_files_exist():
         SERVE_SH,
         AUTH_INI,
         KUBE_MONITORING,
+        NETWORKPOLICY,
+        LAUNCHER_IAM,
         KPS_VALUES,
         MON_COMPOSE,
         MON_ENV_EXAMPLE,
@@ -310,6 +325,11 @@ def check_ray_cluster_spec(spec: dict, where: str) -> None:
     )
     assert set(spec.get("autoscalerOptions", {})) <= AUTOSCALER_OPTION_KEYS
 
+    # Ray's token: the operator knows the Secret (its own dashboard calls, the containers it adds)
+    auth = spec.get("authOptions", {})
+    assert set(auth) <= AUTH_OPTIONS_KEYS, f"{where}: unknown authOptions keys {set(auth) - AUTH_OPTIONS_KEYS}"
+    assert auth.get("mode") == "token" and auth.get("secretName"), f"{where}: authOptions must be token mode"
+
     head = spec["headGroupSpec"]
     assert set(head) <= HEAD_GROUP_KEYS, f"{where}: unknown head keys {set(head) - HEAD_GROUP_KEYS}"
     assert head["template"]["spec"]["containers"][0]["image"]
@@ -354,6 +374,7 @@ def check_ray_cluster_spec(spec: dict, where: str) -> None:
             for mount in container.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{where} {label}: mount of undefined volume {mount['name']}"
         check_ray_container(pod["containers"][0], volumes, f"{where} {label}", head=label == "head")
+        check_token_env(pod["containers"][0], auth["secretName"], f"{where} {label}")
     # Head, workers and init containers run the same project image (same code, same Ray).
     assert len(images) == 1, f"{where}: containers use different images {images}"
     (image,) = images
@@ -362,8 +383,20 @@ def check_ray_cluster_spec(spec: dict, where: str) -> None:
     )
 
 
-# The Ray pods' bucket credentials: these names, from this Secret (minio.yaml's root user).
+# The Ray pods' bucket credentials: these names, from a Secret (minio.yaml's study user, never its root user).
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+# KubeRay's AuthOptions (ray-operator/apis/ray/v1) and the key of the token in its Secret
+# (utils.RAY_AUTH_TOKEN_SECRET_KEY), which the operator reads for its own calls to the dashboard.
+AUTH_OPTIONS_KEYS = {"mode", "secretName"}
+KUBERAY_TOKEN_KEY = "auth_token"
+# What Ray 2.60 reads (ray/_private/authentication, the C++ AuthenticationTokenLoader); test_ray_auth_facts.
+RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+RAY_AUTH_TOKEN_ENV = "RAY_AUTH_TOKEN"
+RAY_AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+# Ray's job supervisor (ray/dashboard/modules/job/job_supervisor.py): SIGTERM, then SIGKILL this many seconds later.
+RAY_JOB_STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
+# The study's graceful stop (Tune's state saved, MLflow runs marked KILLED) needs at least this much.
+MIN_STOP_WAIT_S = 60
 
 
 def secret_ref(item: dict) -> tuple[str, str] | None:
@@ -397,6 +430,16 @@ def check_ray_container(container: dict, volumes: dict, where: str, head: bool) 
     cache_dir = env["STUDY_CACHE_DIR"]["value"]
     assert cache_dir in mounts, f"{where}: STUDY_CACHE_DIR={cache_dir} is not a mounted volume"
     assert mounts[cache_dir]["name"] != mounts[data_dir]["name"], "data and model cache need separate volumes"
+
+
+def check_token_env(container: dict, secret: str, where: str) -> None:
+    """RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the token Secret of authOptions."""
+    env = env_of(container)
+    assert env.get(RAY_AUTH_MODE_ENV, {}).get("value") == "token", f"{where}: {RAY_AUTH_MODE_ENV} must be token"
+    token = env.get(RAY_AUTH_TOKEN_ENV, {})
+    assert "value" not in token and secret_ref(token) == (secret, KUBERAY_TOKEN_KEY), (
+        f"{where}: {RAY_AUTH_TOKEN_ENV} must come from Secret {secret}, key {KUBERAY_TOKEN_KEY}"
+    )
 
 
 def head_container(spec: dict) -> dict:
@@ -503,7 +546,7 @@ def test_readme_walkthrough_matches_the_manifests(rayjob, raycluster):
     readme = (INFRA / "README.md").read_text()
     assert rayjob["spec"]["entrypoint"] in readme, "README shows another RayJob entrypoint"
     refs = set()
-    for doc in [raycluster, *load_all(MINIO)]:
+    for doc in [raycluster, rayjob, *load_all(MINIO)]:
         for match in re.finditer(r"secretKeyRef': \{'name': '([\w-]+)', 'key': '([\w-]+)'", str(doc)):
             refs.add(match.groups())
     assert refs
@@ -535,6 +578,246 @@ def test_storage_defines_the_claims(raycluster):
 
 
 # --------------------------------------------------------------------------
+# Ray's token, the RayJob's submitter, stopping a job, the operator's version
+
+
+def test_rayjob_submitter_has_the_token_and_its_label(rayjob):
+    """The pod that runs `ray job submit` reaches the token-protected dashboard: the token from the cluster's
+    Secret, the project image, and a label of its own (networkpolicy.yaml lets it through)."""
+    spec = rayjob["spec"]
+    template = spec["submitterPodTemplate"]
+    pod = template["spec"]
+    assert set(pod) <= POD_SPEC_KEYS and pod.get("restartPolicy") in ("Never", "OnFailure")
+    container = pod["containers"][0]  # KubeRay takes the first container as the submitter
+    assert set(container) <= CONTAINER_KEYS
+    assert "command" not in container and "args" not in container, "KubeRay fills in `ray job submit ...`"
+    assert container["image"] == head_container(spec["rayClusterSpec"])["image"], "the project image"
+    check_token_env(container, spec["rayClusterSpec"]["authOptions"]["secretName"], "rayjob.yaml submitter")
+    assert template["metadata"]["labels"].get("app.kubernetes.io/component") == "ray-job-submitter"
+
+
+def test_job_stop_wait_is_set_where_the_job_supervisor_reads_it(raycluster, rayjob, launcher):
+    """`ray job stop` SIGTERMs the driver and SIGKILLs it RAY_JOB_STOP_WAIT_TIME_S later (3 s by default). The
+    job supervisor, an actor on the head, reads it from its own environment (the head's): set it there."""
+    for where, spec in (("raycluster.yaml", raycluster["spec"]), ("rayjob.yaml", rayjob["spec"]["rayClusterSpec"])):
+        env = env_of(head_container(spec))
+        assert RAY_JOB_STOP_WAIT_ENV in env, f"{where}: the head must set {RAY_JOB_STOP_WAIT_ENV}"
+        assert int(env[RAY_JOB_STOP_WAIT_ENV]["value"]) >= MIN_STOP_WAIT_S, f"{where}: too short to stop gracefully"
+        for group in spec["workerGroupSpecs"]:  # nobody reads it there: it would only mislead
+            assert RAY_JOB_STOP_WAIT_ENV not in env_of(group["template"]["spec"]["containers"][0])
+    assert RAY_JOB_STOP_WAIT_ENV not in rayjob["spec"]["entrypoint"], "the job's env is not where it is read"
+    # cluster.yaml: in the environment of the head's `ray start`
+    head = " ".join(launcher["head_start_ray_commands"])
+    m = re.search(rf"\b{RAY_JOB_STOP_WAIT_ENV}=(\d+)\b[^;]*\bray start --head", head)
+    assert m and int(m.group(1)) >= MIN_STOP_WAIT_S, f"cluster.yaml: the head's ray start lacks {RAY_JOB_STOP_WAIT_ENV}"
+    if not has_module("ray"):
+        return
+    # the installed Ray: the supervisor reads it from os.environ, with a default too short for the study
+    from ray.dashboard.modules.job import job_supervisor
+
+    source = Path(job_supervisor.__file__).read_text()
+    assert re.search(rf'os\.environ\.get\(\s*"{RAY_JOB_STOP_WAIT_ENV}"', source)
+    assert job_supervisor.JobSupervisor.DEFAULT_RAY_JOB_STOP_WAIT_TIME_S < MIN_STOP_WAIT_S
+
+
+# The KubeRay operator release that first has each field these files use (KubeRay's changelog): the manifests'
+# headers and the README must ask for at least the highest.
+KUBERAY_FIELD_SINCE = {
+    ("RayJob", "backoffLimit"): (1, 2, 0),
+    ("RayJob", "submitterPodTemplate"): (1, 0, 0),
+    ("RayCluster", "authOptions"): (1, 5, 1),
+    ("RayCluster", "authOptions.secretName"): (1, 6, 0),
+}
+
+
+def kuberay_fields_used(raycluster: dict, rayjob: dict) -> set[tuple[str, str]]:
+    used = set()
+    for spec in (raycluster["spec"], rayjob["spec"]["rayClusterSpec"]):
+        for key, value in spec.items():
+            used.add(("RayCluster", key))
+            if isinstance(value, dict):
+                used |= {("RayCluster", f"{key}.{sub}") for sub in value}
+    used |= {("RayJob", key) for key in rayjob["spec"]}
+    return used
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    parts = tuple(int(p) for p in text.split("."))
+    return parts + (0,) * (3 - len(parts))
+
+
+def test_kuberay_version_requirement_matches_the_fields_used(raycluster, rayjob):
+    used = kuberay_fields_used(raycluster, rayjob)
+    needed = max(since for field, since in KUBERAY_FIELD_SINCE.items() if field in used)
+    for path in (RAYCLUSTER, RAYJOB):
+        stated = re.findall(r"KubeRay operator >= (\d+\.\d+(?:\.\d+)?)", path.read_text())
+        assert stated, f"{path.name}: say which KubeRay operator it needs"
+        for version in stated:
+            assert parse_version(version) >= needed, f"{path.name}: >= {version}, but its fields need {needed}"
+    readme = joined_readme()
+    m = re.search(r"KubeRay operator \(>= (\d+\.\d+(?:\.\d+)?)", readme)
+    assert m and parse_version(m.group(1)) >= needed, "infra/README.md states another KubeRay requirement"
+
+
+def test_readme_gives_the_token_to_the_cli_and_the_browser(raycluster):
+    """The README's dashboard section: the port-forward, the two variables the CLI reads, the token out of the
+    Secret the manifests name, and what the browser does with it."""
+    secret = raycluster["spec"]["authOptions"]["secretName"]
+    readme = joined_readme()
+    assert "## Ray's token for the dashboard and the CLI" in readme
+    section = readme.split("## Ray's token for the dashboard and the CLI", 1)[1].split("\n## ", 1)[0]
+    for needle in (
+        "kubectl port-forward svc/xling-study-head-svc 8265:8265",
+        f"export {RAY_AUTH_MODE_ENV}=token",
+        f"export {RAY_AUTH_TOKEN_ENV}=\"$(kubectl get secret {secret} -o jsonpath='{{.data.{KUBERAY_TOKEN_KEY}}}' "
+        "| base64 -d)\"",
+        'curl -H "Authorization: Bearer $RAY_AUTH_TOKEN"',
+        "ray-authentication-token",
+        RAY_AUTH_TOKEN_PATH_ENV,
+    ):
+        assert needle in section, f"README's token section lacks {needle!r}"
+    # the Secret itself: created with the key KubeRay reads, the value from a file, not a command line
+    assert re.search(rf"create secret generic {secret} --from-file={KUBERAY_TOKEN_KEY}=<\(", readme)
+
+
+def test_ray_auth_facts():
+    """The names the manifests and the README use are the ones the installed Ray reads."""
+    if not has_module("ray"):
+        pytest.skip("ray not installed")
+    from ray._private.authentication import authentication_constants, authentication_token_setup
+
+    assert authentication_token_setup.AUTH_MODE_ENV_VAR == RAY_AUTH_MODE_ENV
+    assert authentication_constants.AUTHENTICATION_TOKEN_COOKIE_NAME == "ray-authentication-token"
+    assert authentication_constants.AUTHORIZATION_BEARER_PREFIX == "Bearer "
+    # the token's variables are read by the C++ token loader: look for them in the extension module
+    raylet = importlib.util.find_spec("ray._raylet").origin
+    data = Path(raylet).read_bytes()
+    for name in (RAY_AUTH_TOKEN_ENV, RAY_AUTH_TOKEN_PATH_ENV):
+        assert name.encode() + b"\0" in data, f"Ray's token loader does not read {name}"
+
+
+# --------------------------------------------------------------------------
+# NetworkPolicies
+
+NETWORKPOLICY_SPEC_KEYS = {"podSelector", "policyTypes", "ingress", "egress"}
+PEER_KEYS = {"podSelector", "namespaceSelector", "ipBlock"}
+# The labels KubeRay puts on the pods it creates (ray-operator/controllers/ray/utils/constant.go)
+KUBERAY_POD_LABELS = {
+    "head": {"ray.io/node-type": "head", "ray.io/is-ray-node": "yes", "ray.io/cluster": "xling-study",
+             "ray.io/group": "headgroup", "app.kubernetes.io/name": "kuberay",
+             "app.kubernetes.io/created-by": "kuberay-operator"},
+    "worker": {"ray.io/node-type": "worker", "ray.io/is-ray-node": "yes", "ray.io/cluster": "xling-study",
+               "ray.io/group": "gpu", "app.kubernetes.io/name": "kuberay",
+               "app.kubernetes.io/created-by": "kuberay-operator"},
+}
+HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
+# the namespaces infra/README.md installs the operator and Prometheus into, and the KubeRay chart's pod label
+OPERATOR_NAMESPACE = "kuberay-system"
+OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}
+PROMETHEUS_NAMESPACE = "prometheus-system"
+
+
+@pytest.fixture(scope="module")
+def networkpolicies():
+    docs = load_all(NETWORKPOLICY)
+    for doc in docs:
+        assert (doc["apiVersion"], doc["kind"]) == ("networking.k8s.io/v1", "NetworkPolicy")
+        assert set(doc["spec"]) <= NETWORKPOLICY_SPEC_KEYS
+    return docs
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels here"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def admitted_ports(policies: list, pod_labels: dict, peer_labels: dict, peer_namespace: str) -> set | None:
+    """The ports of a pod labelled `pod_labels` (in the namespace `xling`) that a pod labelled `peer_labels` in
+    `peer_namespace` may connect to: None = every port, set() = none. None too when no policy selects the pod."""
+    mine = [p for p in policies
+            if selects(p["spec"]["podSelector"], pod_labels) and "Ingress" in p["spec"]["policyTypes"]]
+    if not mine:
+        return None
+    ports: set = set()
+    for policy in mine:
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    namespace_ok = selects(peer["namespaceSelector"],
+                                           {"kubernetes.io/metadata.name": peer_namespace})
+                else:
+                    namespace_ok = peer_namespace == RAY_NAMESPACE
+                pod_ok = selects(peer.get("podSelector", {}), peer_labels)
+                if namespace_ok and pod_ok:
+                    if "ports" not in rule:
+                        return None
+                    ports |= {p["port"] for p in rule["ports"]}
+    return ports
+
+
+def test_networkpolicies_are_closed_lists(networkpolicies):
+    """No rule lets everyone in: each names its peers by labels (pods, namespaces), never an address range or
+    an empty selector; TCP ports by number."""
+    for policy in networkpolicies:
+        name = policy["metadata"]["name"]
+        assert policy["spec"]["policyTypes"] == ["Ingress"], f"{name}: ingress only (egress stays open)"
+        assert policy["spec"]["podSelector"].get("matchLabels"), f"{name}: selects every pod"
+        for rule in policy["spec"]["ingress"]:
+            assert rule.get("from"), f"{name}: a rule without `from` admits every source"
+            for peer in rule["from"]:
+                assert set(peer) <= PEER_KEYS and "ipBlock" not in peer, f"{name}: {peer}"
+                assert all(peer[k].get("matchLabels") for k in peer), f"{name}: an empty selector matches all"
+            for port in rule.get("ports", []):
+                assert isinstance(port["port"], int) and port.get("protocol", "TCP") == "TCP"
+
+
+def test_networkpolicy_guards_the_head(networkpolicies, raycluster, rayjob):
+    head, worker = KUBERAY_POD_LABELS["head"], KUBERAY_POD_LABELS["worker"]
+    ports = {p["name"]: p["containerPort"] for p in head_container(raycluster["spec"])["ports"]}
+    assert {name: ports[name] for name in HEAD_PORTS} == HEAD_PORTS
+    head_ports = set(HEAD_PORTS.values())
+    # the head's own workers (and the head itself): everything Ray needs
+    assert admitted_ports(networkpolicies, head, worker, RAY_NAMESPACE) is None
+    assert admitted_ports(networkpolicies, worker, head, RAY_NAMESPACE) is None
+    # the RayJob's submitter: the dashboard's job API only
+    submitter = rayjob["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    assert admitted_ports(networkpolicies, head, submitter, RAY_NAMESPACE) == {HEAD_PORTS["dashboard"]}
+    # the operator, in its namespace: the dashboard (a RayJob's status)
+    assert admitted_ports(networkpolicies, head, OPERATOR_LABELS, OPERATOR_NAMESPACE) == {HEAD_PORTS["dashboard"]}
+    assert f"--namespace {OPERATOR_NAMESPACE}" in joined_readme(), "README installs the operator elsewhere"
+    # the same labels elsewhere, or any other pod of the namespace: nothing of the head's
+    assert not admitted_ports(networkpolicies, head, OPERATOR_LABELS, "default") & head_ports
+    assert not admitted_ports(networkpolicies, head, submitter, "other") & head_ports
+    for stranger in ({"app": "something"}, {"app.kubernetes.io/name": "xling-minio"}, {}):
+        assert not admitted_ports(networkpolicies, head, stranger, RAY_NAMESPACE) & head_ports, stranger
+        assert not admitted_ports(networkpolicies, worker, stranger, RAY_NAMESPACE), stranger
+    # Prometheus: the metrics ports the PodMonitors scrape, nothing else
+    metrics = {p["containerPort"] for p in head_container(raycluster["spec"])["ports"] if "metrics" in p["name"]}
+    scraped = admitted_ports(networkpolicies, head, {"app.kubernetes.io/name": "prometheus"}, PROMETHEUS_NAMESPACE)
+    assert scraped == metrics, scraped
+
+
+def test_networkpolicy_guards_minio_and_mlflow(networkpolicies, minio):
+    (deployment,) = minio["Deployment"]
+    minio_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (job,) = minio["Job"]
+    job_labels = job["spec"]["template"]["metadata"]["labels"]
+    for ray_pod in KUBERAY_POD_LABELS.values():
+        assert admitted_ports(networkpolicies, minio_labels, ray_pod, RAY_NAMESPACE) == {9000}
+    assert admitted_ports(networkpolicies, minio_labels, job_labels, RAY_NAMESPACE) == {9000}
+    assert admitted_ports(networkpolicies, minio_labels, {"app": "something"}, RAY_NAMESPACE) == set()
+    # an MLflow server in the namespace: from the Ray pods only
+    mlflow = next(p for p in networkpolicies if p["metadata"]["name"] == "xling-mlflow")
+    mlflow_labels = mlflow["spec"]["podSelector"]["matchLabels"]
+    assert admitted_ports(networkpolicies, mlflow_labels, KUBERAY_POD_LABELS["head"], RAY_NAMESPACE) == {5000}
+    for stranger, namespace in (({"app": "something"}, RAY_NAMESPACE), (KUBERAY_POD_LABELS["head"], "default")):
+        assert admitted_ports(networkpolicies, mlflow_labels, stranger, namespace) == set()
+    for rule in mlflow["spec"]["ingress"]:
+        for peer in rule["from"]:
+            assert any(k.startswith("ray.io/") for k in peer["podSelector"]["matchLabels"]), "Ray pods only"
+
+
+# --------------------------------------------------------------------------
 # MinIO: the bucket for Ray Tune's storage
 
 
@@ -547,13 +830,17 @@ def minio():
     return by_kind
 
 
-def minio_bucket() -> str:
+def bucket_job_container(name: str) -> dict:
     job = next(d for d in load_all(MINIO) if d["kind"] == "Job")
-    return env_of(job["spec"]["template"]["spec"]["containers"][0])["STUDY_BUCKET"]["value"]
+    return next(c for c in all_containers(job["spec"]["template"]["spec"]) if c["name"] == name)
 
 
-def test_minio_manifest(minio, raycluster):
-    assert {"PersistentVolumeClaim", "Deployment", "Service", "Job"} <= set(minio)
+def minio_bucket() -> str:
+    return env_of(bucket_job_container("make-bucket"))["STUDY_BUCKET"]["value"]
+
+
+def test_minio_manifest(minio, raycluster, rayjob):
+    assert {"PersistentVolumeClaim", "Deployment", "Service", "Job", "ConfigMap"} <= set(minio)
     (deployment,) = minio["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     assert set(pod) <= POD_SPEC_KEYS
@@ -579,25 +866,96 @@ def test_minio_manifest(minio, raycluster):
     ports = {p["port"]: p.get("targetPort", p["port"]) for p in service["spec"]["ports"]}
     assert set(ports.values()) <= container_ports
 
-    # Every Ray pod: the same Secret as MinIO's root user, and the endpoint of this Service.
+    # The Job: the bucket as MinIO's root user (project image, pyarrow), then the study's user (mc)
+    (job,) = minio["Job"]
+    job_pod = job["spec"]["template"]["spec"]
+    assert set(job_pod) <= POD_SPEC_KEYS and all(set(c) <= CONTAINER_KEYS for c in all_containers(job_pod))
+    assert job_pod["restartPolicy"] in ("OnFailure", "Never")
+    assert job["spec"].get("backoffLimit", 6) >= 3, "the Job must outlast MinIO's start"
     endpoint = env_of(head_container(raycluster["spec"]))["AWS_ENDPOINT_URL"]["value"]
     m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", endpoint)
     assert m and m.group(1) == service["metadata"]["name"] and int(m.group(2)) in ports, endpoint
+    make_bucket = bucket_job_container("make-bucket")
+    assert make_bucket in job_pod.get("initContainers", []), "the bucket must exist before its user's policy"
+    assert make_bucket["image"] == head_container(raycluster["spec"])["image"], "the project image"
+    bucket_env = env_of(make_bucket)
+    assert (secret_ref(bucket_env["AWS_ACCESS_KEY_ID"]), secret_ref(bucket_env["AWS_SECRET_ACCESS_KEY"])) == root
+    assert bucket_env["AWS_ENDPOINT_URL"]["value"] == endpoint
+    study_user = check_study_user_container(job_pod, root, service["metadata"]["name"], minio["ConfigMap"])
+
+    # Every Ray pod (and nothing else): the study's user, never the root user, and the endpoint of this Service.
+    ray_pods = [(f"raycluster.yaml {label}", g["template"]["spec"]) for label, g in groups(raycluster["spec"])]
+    ray_pods += [(f"rayjob.yaml {label}", g["template"]["spec"])
+                 for label, g in groups(rayjob["spec"]["rayClusterSpec"])]
+    ray_pods.append(("rayjob.yaml submitter", rayjob["spec"]["submitterPodTemplate"]["spec"]))
+    root_secrets = {ref[0] for ref in root}
+    for label, pod_spec in ray_pods:
+        for ray_container in all_containers(pod_spec):
+            refs = {secret_ref(e) for e in ray_container.get("env", [])} - {None}
+            assert not {name for name, _ in refs} & root_secrets, f"{label}: MinIO's root credentials"
+            assert not any(f.get("secretRef", {}).get("name") in root_secrets for f in ray_container.get("envFrom", []))
     for label, group in groups(raycluster["spec"]):
         env = env_of(group["template"]["spec"]["containers"][0])
-        assert (secret_ref(env["AWS_ACCESS_KEY_ID"]), secret_ref(env["AWS_SECRET_ACCESS_KEY"])) == root, label
+        assert (secret_ref(env["AWS_ACCESS_KEY_ID"]), secret_ref(env["AWS_SECRET_ACCESS_KEY"])) == study_user, label
         assert env["AWS_ENDPOINT_URL"]["value"] == endpoint, label
 
-    (job,) = minio["Job"]
-    job_pod = job["spec"]["template"]["spec"]
-    (job_container,) = job_pod["containers"]
-    assert set(job_container) <= CONTAINER_KEYS and set(job_pod) <= POD_SPEC_KEYS
-    assert job_pod["restartPolicy"] in ("OnFailure", "Never")
-    assert job["spec"].get("backoffLimit", 6) >= 3, "the Job must outlast MinIO's start"
-    assert job_container["image"] == head_container(raycluster["spec"])["image"], "the project image"
-    job_env = env_of(job_container)
-    assert (secret_ref(job_env["AWS_ACCESS_KEY_ID"]), secret_ref(job_env["AWS_SECRET_ACCESS_KEY"])) == root
-    assert job_env["AWS_ENDPOINT_URL"]["value"] == endpoint
+
+# What the study's MinIO user may do: list and locate the bucket, read/write/delete its objects (and abort a
+# multipart upload of its own), nothing else.
+STUDY_BUCKET_ACTIONS = {"s3:ListBucket", "s3:GetBucketLocation"}
+STUDY_OBJECT_ACTIONS = {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+
+
+def check_bucket_only_policy(document: dict, bucket_arn: str, where: str) -> None:
+    """An IAM policy document (MinIO speaks the same language) whose S3 statements allow the study's actions on
+    `bucket_arn` and its objects only."""
+    statements = document["Statement"]
+    granted = set()
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        s3_actions = {a for a in actions if a.startswith("s3:")}
+        assert statement.get("Effect") == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        if not s3_actions:
+            continue
+        assert s3_actions == set(actions), f"{where}: mix no other service into an S3 statement"
+        assert "*" not in "".join(s3_actions), f"{where}: wildcard S3 action {s3_actions}"
+        assert s3_actions <= STUDY_BUCKET_ACTIONS | STUDY_OBJECT_ACTIONS, f"{where}: {s3_actions}"
+        if s3_actions & STUDY_BUCKET_ACTIONS:
+            assert resources == [bucket_arn] and s3_actions <= STUDY_BUCKET_ACTIONS, f"{where}: {resources}"
+        else:
+            assert resources == [bucket_arn + "/*"], f"{where}: {resources} is more than the bucket's objects"
+        granted |= s3_actions
+    assert granted == STUDY_BUCKET_ACTIONS | STUDY_OBJECT_ACTIONS, f"{where}: the study needs {STUDY_OBJECT_ACTIONS}"
+
+
+def check_study_user_container(job_pod: dict, root: tuple, minio_host: str, configmaps: list) -> tuple:
+    """The Job's `mc` step: as the root user, creates the study's user (from the Secret the Ray pods get) with the
+    bucket-only policy of the ConfigMap. Returns the study user's (access key, secret key) Secret refs."""
+    (container,) = job_pod["containers"]
+    image = container["image"]
+    assert image.startswith("quay.io/minio/mc:RELEASE."), f"pin MinIO's client, not {image}"
+    env = env_of(container)
+    assert (secret_ref(env["MINIO_ROOT_USER"]), secret_ref(env["MINIO_ROOT_PASSWORD"])) == root
+    study = (secret_ref(env["STUDY_ACCESS_KEY_ID"]), secret_ref(env["STUDY_SECRET_ACCESS_KEY"]))
+    assert all(study) and study[0][0] == study[1][0], "the study's user comes from one Secret"
+    assert study[0][0] not in {ref[0] for ref in root}, "the study's user must not be MinIO's root user"
+    script = container["command"][-1]
+    policy = env["STUDY_POLICY"]["value"]
+    # the root user only in the environment (MC_HOST_<alias>), never as arguments
+    assert f'MC_HOST_minio="http://${{MINIO_ROOT_USER}}:${{MINIO_ROOT_PASSWORD}}@{minio_host}:9000"' in script
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    m = re.search(r'mc admin policy create minio "\$STUDY_POLICY" (\S+)', script)
+    assert m, "the Job must create the policy"
+    policy_file = Path(m.group(1))
+    volume = next(v for v in job_pod["volumes"] if v["name"] == mounts[str(policy_file.parent)])
+    configmap = next(c for c in configmaps if c["metadata"]["name"] == volume["configMap"]["name"])
+    document = json.loads(configmap["data"][policy_file.name])
+    check_bucket_only_policy(document, f"arn:aws:s3:::{minio_bucket()}", "the study user's MinIO policy")
+    assert 'mc admin user add minio "$STUDY_ACCESS_KEY_ID" "$STUDY_SECRET_ACCESS_KEY"' in script
+    assert re.search(r'mc admin policy attach minio "\$STUDY_POLICY" --user "\$STUDY_ACCESS_KEY_ID"', script)
+    assert policy and "admin" not in json.dumps(document)
+    return study
 
 
 def test_bucket_job_creates_the_bucket_on_an_s3_server(tmp_path):
@@ -608,8 +966,7 @@ def test_bucket_job_creates_the_bucket_on_an_s3_server(tmp_path):
     import sys
     import time
 
-    job = next(d for d in load_all(MINIO) if d["kind"] == "Job")
-    container = job["spec"]["template"]["spec"]["containers"][0]
+    container = bucket_job_container("make-bucket")
     command = list(container["command"])
     assert command[0] == "python"
     command[0] = sys.executable
@@ -766,7 +1123,8 @@ def test_launcher_syncs_what_pip_install_needs(launcher):
         needed.add(readme)
     find = pyproject.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
     needed |= {pattern.rstrip("*.") for pattern in find.get("include", [])}
-    mounts = launcher["file_mounts"]
+    # Ray's token file aside (test_launcher_runs_ray_with_the_token)
+    mounts = {remote: local for remote, local in launcher["file_mounts"].items() if not local.startswith("~/.ray/")}
     mounted = {str(Path(local)) for local in mounts.values()}
     assert needed <= mounted, f"cluster.yaml file_mounts lack {needed - mounted}"
     for remote, local in mounts.items():
@@ -810,6 +1168,93 @@ def test_launcher_workers_reach_the_bucket_without_keys(launcher):
     text = LAUNCHER.read_text()
     assert "--storage-path" in text, "say how the study reaches shared storage"
     assert not re.search(r"(?i)aws_secret_access_key\s*[:=]\s*\S", text), "no keys in cluster.yaml"
+
+
+def test_launcher_runs_ray_with_the_token(launcher):
+    """Every Ray process in the nodes' containers gets RAY_AUTH_MODE=token and the token file, which file_mounts
+    brings from the user's machine (never the repo)."""
+    run_options = " ".join(launcher["docker"]["run_options"])
+    assert f"--env {RAY_AUTH_MODE_ENV}=token" in run_options
+    m = re.search(rf"--env {RAY_AUTH_TOKEN_PATH_ENV}=(\S+)", run_options)
+    assert m, f"cluster.yaml: {RAY_AUTH_TOKEN_PATH_ENV} for the containers"
+    token_path = m.group(1)
+    mounts = {str(Path(remote.replace("~", "/home/ray", 1))): local
+              for remote, local in launcher["file_mounts"].items()}
+    assert token_path in mounts, f"cluster.yaml: nothing is mounted at {token_path}"
+    local = mounts[token_path]
+    assert local.startswith("~/"), f"the token comes from the user's home, not the repository: {local}"
+    readme = joined_readme()
+    assert f"openssl rand -hex 32 | tr -d '\\n' > {local})" in readme, "README never makes the token file"
+    assert f"export {RAY_AUTH_MODE_ENV}=token {RAY_AUTH_TOKEN_PATH_ENV}={local}" in readme
+
+
+def resolve_sub(node):
+    """A CloudFormation value with each {"Fn::Sub": "text"} replaced by its text (the ${...} left as they are)."""
+    if isinstance(node, dict):
+        if set(node) == {"Fn::Sub"} and isinstance(node["Fn::Sub"], str):
+            return node["Fn::Sub"]
+        return {k: resolve_sub(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve_sub(v) for v in node]
+    return node
+
+
+def test_launcher_iam_limits_s3_to_the_bucket(launcher):
+    """iam.yaml (CloudFormation) makes the profiles cluster.yaml names; every S3 grant is the bucket's."""
+    template = load_one(LAUNCHER_IAM)
+    resources = template["Resources"]
+    profiles = {r["Properties"]["InstanceProfileName"]: r for r in resources.values()
+                if r["Type"] == "AWS::IAM::InstanceProfile"}
+    head_type = launcher["head_node_type"]
+    bucket_arn = "arn:${AWS::Partition}:s3:::${BucketName}"
+    for name, node_type in launcher["available_node_types"].items():
+        profile = node_type["node_config"].get("IamInstanceProfile", {}).get("Name")
+        assert profile in profiles, f"{name}: IamInstanceProfile {profile} is not one of iam.yaml's {set(profiles)}"
+        (role_ref,) = profiles[profile]["Properties"]["Roles"]
+        role = resources[role_ref["Ref"]]["Properties"]
+        assert not role.get("ManagedPolicyArns"), f"{name}: managed policies (AmazonS3FullAccess...)"
+        statements = [s for policy in role["Policies"] for s in resolve_sub(policy["PolicyDocument"])["Statement"]]
+        s3 = [s for s in statements if any(a.startswith("s3:") for a in
+                                            (s["Action"] if isinstance(s["Action"], list) else [s["Action"]]))]
+        check_bucket_only_policy({"Statement": s3}, bucket_arn, f"iam.yaml, {profile}")
+        others = [s for s in statements if s not in s3]
+        if name == head_type:
+            # the autoscaler's EC2 calls, and the workers' role to pass, nothing else
+            actions = {a for s in others for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
+            assert {a.split(":")[0] for a in actions} <= {"ec2", "iam"}, actions
+            assert {a for a in actions if a.startswith("iam:")} <= {"iam:PassRole", "iam:GetInstanceProfile"}
+            for statement in others:
+                if statement["Action"] == "iam:PassRole":
+                    assert statement["Resource"] == {"Fn::GetAtt": ["WorkerRole", "Arn"]}
+        else:
+            assert not others, f"{name}: the workers need the bucket only"
+    assert template["Parameters"]["BucketName"]["Type"] == "String"
+    assert "aws cloudformation deploy --template-file infra/cluster-launcher/iam.yaml" in joined_readme()
+
+
+@pytest.mark.skipif(shutil.which("cfn-lint") is None and not has_module("cfnlint"), reason="cfn-lint not installed")
+def test_cfn_lint_checks_the_iam_template():
+    import sys
+
+    command = [shutil.which("cfn-lint")] if shutil.which("cfn-lint") else [sys.executable, "-m", "cfnlint"]
+    done = subprocess.run([*command, str(LAUNCHER_IAM)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+WORDNET_INSTALL = re.compile(r"apt-get install\b[^;&|]*\bwordnet-base\b")
+
+
+def test_wordnet_is_installed_for_rs_da(launcher):
+    """rs-da's synonyms read Debian/Ubuntu's wordnet-base (/usr/share/wordnet): the image and the launcher's nodes
+    install it, and the image checks it the way the study reads it."""
+    runs = [rest for instr, rest in dockerfile_instructions(DOCKERFILE) if instr == "RUN"]
+    install = next((i for i, r in enumerate(runs) if WORDNET_INSTALL.search(r)), None)
+    assert install is not None, "Dockerfile: apt-get install wordnet-base"
+    check = next((i for i, r in enumerate(runs) if "load_wordnet()" in r), None)
+    assert check is not None and check > install, "Dockerfile: check that WordNet reads, after installing it"
+    assert any(WORDNET_INSTALL.search(c) for c in launcher["setup_commands"]), "cluster.yaml: install wordnet-base"
+    synonyms = (ROOT / "trainables" / "synonyms.py").read_text()
+    assert 'DEFAULT_WORDNET_DIR = "/usr/share/wordnet"' in synonyms, "the study reads WordNet elsewhere now"
 
 
 # --------------------------------------------------------------------------

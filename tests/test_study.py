@@ -139,6 +139,48 @@ def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
     assert summary.count(" met |") + summary.count("**not met**") == 3, "every trial's constraint, met or not"
     assert "r=0 baseline" in result.stdout and "mlflow ui --backend-store-uri" in result.stdout
     assert "Ray dashboard: http://127.0.0.1:" in result.stderr
+    check_lineage(study_dir, client, parent, children)
+
+
+def check_lineage(study_dir, client, parent, children) -> None:
+    """Issue 27: what MLflow users expect of runs. Parent and children carry mlflow.start_run's context tags (made by
+    MlflowClient.create_run, they would not), each child names the files it read as dataset inputs (digest of the
+    content, split as context), the parent describes the study and, at its end, its answer."""
+    import hashlib
+    import subprocess
+    from pathlib import Path
+
+    from study.robustness import EvalConfig
+    from study.tracking import DATA_CONTEXT, NOTE_TAG
+    from study.trials import best_trial, load_trials
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                          text=True).stdout.strip()
+    for run in (parent, *children):
+        tags = run.data.tags
+        assert tags["mlflow.source.git.commit"] == head and len(head) == 40, run.info.run_name
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"].endswith("study/run.py")
+        assert tags["mlflow.user"]
+    settings = json.loads((study_dir / "study.json").read_text())["settings"]
+    evaluation, data_dir = EvalConfig(**settings["eval"]), Path(settings["data_dir"])
+    halves = [f"tatoeba/tatoeba.{lang}-eng.{side}" for lang in evaluation.langs for side in (lang, "eng")]
+    halves += ["stsb-multi-mt/stsb-en-dev.csv"] + [f"stsb-multi-mt/stsb-{x}-dev.csv" for x in evaluation.xsts_langs]
+    expected = {("stsb-multi-mt/stsb-en-train.csv", "training"), ("msrp/msr-para-train.tsv", "training"),
+                ("stsb-multi-mt/stsb-en-test.csv", "english_check"), ("msrp/msr-para-test.tsv", "english_check")}
+    expected |= {(f"{name} ({split} half)", split) for name in halves for split in ("selection", "report")}
+    for child in children:
+        inputs = client.get_run(child.info.run_id).inputs.dataset_inputs
+        assert {(i.dataset.name, {t.key: t.value for t in i.tags}[DATA_CONTEXT]) for i in inputs} == expected
+        for entry in inputs:
+            path = data_dir / entry.dataset.name.split(" (")[0]
+            assert entry.dataset.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:12], entry.dataset.name
+            assert json.loads(entry.dataset.source)["uri"] == path.resolve().as_uri()
+    note = parent.data.tags[NOTE_TAG]
+    assert "search space `hybrid_ratio`" in note and "r uniform on [0, 1]" in note
+    assert "epsilon log-uniform on [0.01, 4]" in note and "`objective.robust`" in note
+    assert f"`{study_dir.resolve() / 'report' / 'summary.md'}`" in note
+    best = best_trial(load_trials(client, parent.info.experiment_id, parent.info.run_id), "robust")
+    assert f"**Answer:** trial `{best['name']}` (run `{best['run_id']}`)" in note
 
 
 def test_report_regenerates_the_same_table(smoke_study):
@@ -219,8 +261,13 @@ def test_export_writes_a_sentence_transformers_model_and_registers_it(smoke_stud
     with mlflow_fluent_uri(default_tracking_uri(study_dir)):  # the study's embedded store
         pyfunc = mlflow.pyfunc.load_model("models:/xling-smoke@best")
         predicted = np.asarray(pyfunc.predict(sentences[:3]))
+        signature = mlflow.models.get_model_info("models:/xling-smoke@best").signature
     assert predicted.shape == (3, 384)
     assert (predicted * model.encode(sentences[:3])).sum(1).min() >= 0.9999
+    # issue 27: logged with an input example, so its signature is the model's own (the flavour's default: float64, 1-D)
+    assert [(spec.type.name, spec.required) for spec in signature.inputs.inputs] == [("string", True)]
+    (output,) = signature.outputs.inputs
+    assert (output.type, output.shape) == (np.dtype("float32"), (-1, 384))
 
 
 def test_pareto_study_returns_a_non_dominated_set(tmp_path):

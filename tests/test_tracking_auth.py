@@ -1,12 +1,14 @@
 """A tracking server that lets no one in by default, for real: `mlflow server --app-name basic-auth` with its
 runs and its users in one private PostgreSQL server, set up as infra/mlflow sets it up (infra/mlflow/
 basic_auth.ini's settings, the admin password only in the server's environment). The study CLI logs to it as a
-user made through the auth API, with credentials only in MLFLOW_TRACKING_USERNAME/PASSWORD, and writes them
-nowhere; a wrong password stops it before any trial."""
+user made through the auth API, with credentials in MLFLOW_TRACKING_USERNAME/PASSWORD or in the URI (moved to
+those variables before MLflow sees it), and writes them nowhere; a wrong password stops it before any trial, and
+credentials in --storage-path are refused."""
 
 from __future__ import annotations
 
 import configparser
+import os
 import secrets
 import time
 from types import SimpleNamespace
@@ -15,7 +17,7 @@ import pytest
 import requests
 
 from study.tracking import EXPERIMENT
-from studytools import REPO, mlflow_server, postgres_server, run_cli, study_runs
+from studytools import REPO, free_port, mlflow_server, postgres_server, run_cli, study_runs
 
 AUTH_INI = REPO / "infra" / "mlflow" / "basic_auth.ini"
 STUDY_USER = "study"
@@ -114,10 +116,12 @@ def test_a_wrong_password_stops_the_study_before_any_trial(server, tmp_path):
 
 
 def test_a_study_logs_to_the_server_as_its_user_and_writes_no_password(server, tmp_path, monkeypatch):
+    # the password in the URI (issue 27): MLflow would quote it in every request error; the study moves it to
+    # MLFLOW_TRACKING_PASSWORD in its own process before MLflow sees the URI
     study_dir = tmp_path / "authenticated"
+    with_password = server.uri.replace("http://", f"http://{STUDY_USER}:{server.password}@")
     result = run_cli("study.run", "--space", "hybrid_ratio", "--budget", "smoke", "--num-samples", "2",
-                     "--tracking-uri", server.uri, "--out", str(study_dir), env=as_study_user(server.password),
-                     timeout=600)
+                     "--tracking-uri", with_password, "--out", str(study_dir), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (study_dir / "mlflow.db").exists(), "the server, not an embedded store, holds the runs"
 
@@ -136,12 +140,61 @@ def test_a_study_logs_to_the_server_as_its_user_and_writes_no_password(server, t
                              timeout=60)
     assert anonymous.status_code == 401
 
-    # the password is nowhere in what the study wrote (Ray's folder included) or printed
+    # the password is nowhere in what the study wrote (Ray's folder included), printed or logged to MLflow
     assert (study_dir / "ray").is_dir() and (study_dir / "study.json").is_file()
     files = [p for p in study_dir.rglob("*") if p.is_file()]
     assert files
+    recorded = [f"{k}={v}" for run in (parent, *children) for k, v in {**run.data.params, **run.data.tags}.items()]
+    assert len(recorded) > 20  # the settings, the trials' configurations, the run context
     for secret in (server.password, server.admin_password):
         leaked = [str(p.relative_to(study_dir)) for p in files if secret.encode() in p.read_bytes()]
         assert not leaked, f"a password was written to {leaked}"
         assert secret not in result.stdout + result.stderr
+        assert not [entry for entry in recorded if secret in entry], "a password is in a run's params or tags"
     assert server.admin_password not in server.log.read_text()
+
+
+def test_an_mlflow_error_does_not_quote_a_password_from_the_uri(monkeypatch):
+    """MLflow quotes the request URL, built from the tracking URI, in its errors (here: nothing listens). A client
+    from `client_for` no longer has the credentials in the URI: they are in MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    import traceback
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from study.tracking import client_for
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
+        monkeypatch.setenv(key, "placeholder")  # so that monkeypatch puts back their absence, whatever client_for sets
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    secret = "pw-" + secrets.token_urlsafe(12)
+    uri = f"http://{STUDY_USER}:{secret}@127.0.0.1:{free_port()}"
+
+    def error_text(client) -> str:
+        with pytest.raises(MlflowException) as raised:
+            client.get_run("0" * 32)
+        return "".join(traceback.format_exception(raised.value))
+
+    assert secret in error_text(MlflowClient(tracking_uri=uri)), "MLflow quotes the URL (else this test proves nothing)"
+    text = error_text(client_for(uri))
+    assert "127.0.0.1" in text and secret not in text
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == secret and os.environ["MLFLOW_TRACKING_USERNAME"] == STUDY_USER
+
+
+def test_credentials_in_the_storage_path_are_refused_in_one_line(tmp_path):
+    from study.errors import StorageError
+    from study.studydir import check_storage
+
+    secret = "secret-" + secrets.token_urlsafe(12)
+    study_dir = tmp_path / "keys"
+    result = run_cli("study.run", "--budget", "smoke", "--storage-path", f"s3://AKIAEXAMPLE:{secret}@bucket/studies",
+                     "--out", str(study_dir), timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --storage-path s3://***@bucket/studies holds credentials"), last
+    assert "AWS_ACCESS_KEY_ID" in last
+    assert secret not in result.stdout + result.stderr and not study_dir.exists()
+    with pytest.raises(StorageError, match="access_key=, secret_key=") as refused:  # pyarrow's query form
+        check_storage(f"s3://bucket/studies?region=us-east-1&access_key=AKIAEXAMPLE&secret_key={secret}")
+    assert secret not in str(refused.value)

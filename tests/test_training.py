@@ -295,7 +295,8 @@ def test_restored_trainer_continues_exactly(model_dir, data_dir, tmp_path):
 
     # step 1 of epoch 2 needs the weights and the RNG states (dropout, adversarial choice, PGD start);
     # step 2 also needs the optimizer's moments and the scheduler's position
-    assert [loss for loss, _ in resumed] == pytest.approx([loss for loss, _ in uninterrupted], abs=1e-6)
+    # train_step leaves its loss on the device (read only when an epoch reports): read here
+    assert [loss.item() for loss, _ in resumed] == pytest.approx([loss.item() for loss, _ in uninterrupted], abs=1e-6)
     assert [n for _, n in resumed] == [n for _, n in uninterrupted] == [4, 4]
     for (name, p), q in zip(first.model.named_parameters(), second.model.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)

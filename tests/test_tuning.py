@@ -66,7 +66,8 @@ def designed_study(tmp_path_factory):
     experiment = tracking.experiment_id(client, work, uri)
     parent = tracking.start_parent_run(client, experiment, name="designed", params={}, tags={})
     scheduler = make_scheduler(settings, space)
-    limiter = make_searcher(settings, space, scheduler, points=points)
+    optuna_storage = f"sqlite:///{work}/optuna.db"
+    limiter = make_searcher(settings, space, scheduler, points=points, storage=optuna_storage, study_name="designed")
     run_config = _run_config(STUDY_EXPERIMENT, str(work / "ray"), tracking.ChildRunLogger(uri, experiment, parent),
                              {}, max_failures=0)
     run_config.verbose = 0
@@ -80,7 +81,7 @@ def designed_study(tmp_path_factory):
     finally:
         ray.shutdown()
     return dict(grid=grid, optuna=limiter.searcher._ot_study, client=client, experiment=experiment, parent=parent,
-                storage=work / "ray" / STUDY_EXPERIMENT)
+                storage=work / "ray" / STUDY_EXPERIMENT, optuna_storage=optuna_storage)
 
 
 def test_searched_epochs_end_complete_stopped_trials_pruned_with_their_last_value(designed_study):
@@ -93,6 +94,13 @@ def test_searched_epochs_end_complete_stopped_trials_pruned_with_their_last_valu
     assert states == {0.5: complete, 0.0: complete, 0.3: complete, 0.7: pruned}
     assert trials[0.3].value == 0.2, "a 1-epoch trial is told COMPLETE with its final value"
     assert trials[0.7].intermediate_values == {1: 0.05}, "the stopping epoch's value reaches Optuna"
+    # ... and the study's Optuna storage holds the same: one trial per Ray trial, ASHA's stop PRUNED
+    from study.tuning import RAY_TRIAL_ATTR
+
+    stored = optuna.load_study(study_name="designed", storage=designed_study["optuna_storage"]).get_trials()
+    assert {round(t.params["ratio"], 2): t.state for t in stored} == states and len(stored) == len(DESIGN)
+    assert sorted(t.user_attrs[RAY_TRIAL_ATTR] for t in stored) == sorted(r.metrics["trial_id"]
+                                                                        for r in designed_study["grid"])
 
 
 def test_asha_stops_the_weak_trial_but_never_the_baseline(designed_study):

@@ -7,8 +7,9 @@ where `loss_fn(perturbed inputs) -> scalar` is the loss the attack pushes up.
 The budget: `eps`, the radius, under `norm`:
   "l2"   (default) per token: every token's perturbation vector has Euclidean norm <= eps;
   "linf" every coordinate of the perturbation lies in [-eps, eps].
-Padding positions (mask 0) are never perturbed. Random draws come from `generator`: one for the batch (training),
-or one per example (evaluation: an example's draws are then the same in any batch, see `random_in_ball`).
+Padding positions (mask 0) are never perturbed. Random draws come from `generator`: a torch.Generator for the
+batch (training), or `RowStreams`, one counter-based stream per example drawn for the whole batch at once
+(evaluation: an example's draws are then the same in any batch, see `random_in_ball`).
 
 Two attacks *train while they perturb* (`accumulates_parameter_gradients = True`): they call
 `backward()` on `loss_fn(...) / steps` themselves, so parameter gradients accumulate over their
@@ -29,6 +30,7 @@ Two more, outside the embedding-space interface above:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -37,32 +39,97 @@ import torch
 NORMS = ("l2", "linf")
 
 
+MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """(x * factor) mod 2^32 for x, factor < 2^32, in int64 without overflow (16-bit halves: products < 2^48)."""
+    return ((x & 0xFFFF) * factor + ((((x >> 16) * factor) & 0xFFFF) << 16)) & MASK32
+
+
+def _hash32(x):
+    """C. Wellons' lowbias32: a bijection of 32-bit integers with good avalanche; int64 tensors or Python ints."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+class RowStreams:
+    """Random streams for the rows of a batch, one per seed, each row's draws independent of the batch.
+
+    Counter-based: the value row i gets at element e of its k-th draw is a hash of (seeds[i], k, e), with e the
+    flat index over the trailing dimensions (position * width + coordinate: batch width and padding sit at the
+    end, so they do not move it). Every draw is one vectorised computation for all rows: a batch of any size costs
+    the same kernels, with no generator per row and nothing read back to the host. Uniforms have 23 bits, in (0, 1);
+    Gaussians come from pairs of them (Box-Muller, both outputs used)."""
+
+    def __init__(self, seeds: Sequence[int], device=None):
+        folded = [(int(s) ^ (int(s) >> 32)) & MASK32 for s in seeds]  # crc32 seeds fit; larger ones are folded
+        keys = torch.tensor(folded, dtype=torch.int64)
+        if device is not None and torch.device(device).type == "cuda":  # a pageable copy would wait for the device
+            keys = keys.pin_memory()
+        self.keys = keys.to(device, non_blocking=True)
+        self.draws = 0  # draws made so far: the k of the next one, the same for every row
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
+
+    def _bits(self, rows_shape: tuple[int, ...], count: int) -> torch.Tensor:
+        """[rows, count] hashes of (row key, this draw, element 0..count-1), in [0, 2^32)."""
+        salt = _hash32((self.draws * 0x9E3779B9 + 0x7F4A7C15) & MASK32)  # the draw's own key, host arithmetic
+        self.draws += 1
+        row_keys = _hash32(self.keys ^ salt).view(-1, *([1] * len(rows_shape)))
+        counters = _hash32(torch.arange(count, dtype=torch.int64, device=self.device)).view(rows_shape)
+        return _hash32(counters ^ row_keys)
+
+    def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniform in (0, 1), float32, shape [rows, ...]."""
+        shape = tuple(shape)
+        count = math.prod(shape[1:])
+        bits = self._bits((count,), count)
+        # odd multiples of 2^-24: exact in float32, never 0 or 1
+        return (((bits >> 9) * 2 + 1).float() * 2.0**-24).view(shape)
+
+    def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard Gaussian, float32, shape [rows, ...]: element 2p and 2p + 1 from the p-th uniform pair."""
+        shape = tuple(shape)
+        count = math.prod(shape[1:])
+        pairs = (count + 1) // 2
+        bits = self._bits((pairs, 2), 2 * pairs)
+        u = ((bits >> 9) * 2 + 1).float() * 2.0**-24
+        radius, angle = (-2.0 * u[..., 0].log()).sqrt(), (2 * math.pi) * u[..., 1]
+        z = torch.stack((radius * angle.cos(), radius * angle.sin()), dim=-1).flatten(1)
+        return z[:, :count].reshape(shape)
+
+
 def _ball_draw(shape, eps: float, norm: str, generator, device) -> torch.Tensor:
     """Vectors of the last dimension drawn uniformly from the eps-ball (per vector for l2)."""
+    if isinstance(generator, RowStreams):
+        uniform, normal = generator.uniform, generator.normal
+    else:
+        uniform = lambda size: torch.rand(size, generator=generator, device=device)
+        normal = lambda size: torch.randn(size, generator=generator, device=device)
     if norm == "linf":
-        return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * eps
-    direction = torch.randn(shape, generator=generator, device=device)
+        return (uniform(shape) * 2 - 1) * eps
+    direction = normal(shape)
     direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     # radius ~ eps * U^(1/d) makes the draw uniform in the d-dimensional ball, not on its shell
-    u = torch.rand(tuple(shape[:-1]) + (1,), generator=generator, device=device)
+    u = uniform(tuple(shape[:-1]) + (1,))
     return direction * eps * u.pow(1.0 / shape[-1])
 
 
 def random_in_ball(inputs: torch.Tensor, mask: torch.Tensor, eps: float, norm: str,
-                   generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+                   generator: torch.Generator | RowStreams | None = None) -> torch.Tensor:
     """A perturbation drawn uniformly from the eps-ball (per token for l2), zero where `mask` is 0.
 
-    `generator`: one for the whole batch, or one per row; then row i's draw covers its mask's positions only
-    and comes from generators[i] alone, so it is the same whatever batch (and padding) the row travels in."""
-    if isinstance(generator, Sequence):
-        delta = torch.zeros_like(inputs)
-        for row, gen in enumerate(generator):
-            where = mask[row].bool()
-            delta[row, where] = _ball_draw((int(where.sum()), inputs.shape[-1]), eps, norm, gen,
-                                           inputs.device).to(inputs.dtype)
-        return delta
+    `generator`: a torch.Generator for the whole batch, or `RowStreams` with one seed per row; then row i's draw
+    at each position depends on its seed alone, so it is the same whatever batch (and padding) the row travels in
+    (the draw is made at every position, padding too, and masked: one computation for the batch)."""
     delta = _ball_draw(inputs.shape, eps, norm, generator, inputs.device)
-    return delta * mask.unsqueeze(-1).to(delta.dtype)
+    return (delta * mask.unsqueeze(-1).to(delta.dtype)).to(inputs.dtype)
 
 
 def default_alpha(eps: float, steps: int) -> float:
@@ -78,7 +145,7 @@ class EmbeddingAttack:
     accumulates_parameter_gradients = False
 
     def __init__(self, eps: float, norm: str = "l2",
-                 generator: torch.Generator | Sequence[torch.Generator] | None = None):
+                 generator: torch.Generator | RowStreams | None = None):
         if eps < 0:
             raise ValueError(f"eps must be >= 0, got {eps}")
         if norm not in NORMS:
@@ -120,7 +187,7 @@ class PGD(EmbeddingAttack):
     name = "pgd"
 
     def __init__(self, eps: float, steps: int = 3, alpha: float | None = None, norm: str = "l2",
-                 random_start: bool = True, generator: torch.Generator | None = None):
+                 random_start: bool = True, generator: torch.Generator | RowStreams | None = None):
         super().__init__(eps, norm, generator)
         self.steps = steps
         self.alpha = alpha if alpha is not None else default_alpha(eps, steps)
@@ -203,7 +270,7 @@ class RestartPGD(PGD):
     name = "pgd-restarts"
 
     def __init__(self, eps: float, steps: int = 20, restarts: int = 3, alpha: float | None = None,
-                 norm: str = "l2", success: float = 0.0, generator: torch.Generator | None = None):
+                 norm: str = "l2", success: float = 0.0, generator: torch.Generator | RowStreams | None = None):
         super().__init__(eps, steps=steps, alpha=alpha, norm=norm, random_start=True, generator=generator)
         if restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {restarts}")
@@ -259,20 +326,32 @@ class SynonymSubstitution:
         self.generator = generator
         self.substituted = 0  # words replaced so far (a count for tests and logs)
 
-    def substitute_text(self, sentence: str) -> str:
-        def replace(match: re.Match) -> str:
-            word = match.group(0)
-            options = self.synonyms(word)
-            if not options or torch.rand((), generator=self.generator).item() >= self.rate:
-                return word
-            choice = options[int(torch.randint(len(options), (), generator=self.generator))]
-            self.substituted += 1
-            return choice.capitalize() if word[0].isupper() else choice
-
-        return self.WORD.sub(replace, sentence)
+    def substitute_texts(self, sentences: Sequence[str]) -> list[str]:
+        """Every sentence with its words replaced as the class says. Two uniforms per word that has synonyms (replace
+        it? which synonym?) drawn for the whole batch in one call on the generator's device, read back once."""
+        words = [[(m, self.synonyms(m.group(0))) for m in self.WORD.finditer(s)] for s in sentences]
+        count = sum(1 for found in words for _, options in found if options)
+        device = self.generator.device if self.generator is not None else None
+        draws = iter(torch.rand((count, 2), generator=self.generator, device=device).tolist() if count else [])
+        out = []
+        for sentence, found in zip(sentences, words):
+            pieces, end = [], 0
+            for match, options in found:
+                if not options:
+                    continue
+                replace, pick = next(draws)
+                if replace >= self.rate:
+                    continue
+                choice = options[min(int(pick * len(options)), len(options) - 1)]
+                self.substituted += 1
+                word = match.group(0)
+                pieces += [sentence[end : match.start()], choice.capitalize() if word[0].isupper() else choice]
+                end = match.end()
+            out.append("".join(pieces) + sentence[end:])
+        return out
 
     def substitute(self, token_ids: list[list[int]]) -> list[list[int]]:
-        return self.tokenize([self.substitute_text(self.text_of(ids)) for ids in token_ids])
+        return self.tokenize(self.substitute_texts([self.text_of(ids) for ids in token_ids]))
 
     def __repr__(self) -> str:
         return f"SynonymSubstitution(rate={self.rate})"

@@ -53,7 +53,7 @@ def choose_adversarial(n: int, ratio: float, generator: torch.Generator) -> tupl
     k = adversarial_count(ratio, n)
     if k == 0:
         return list(range(n)), []
-    order = torch.randperm(n, generator=generator).tolist()
+    order = torch.randperm(n, generator=generator, device=generator.device).tolist()  # a host generator: no sync
     return sorted(order[k:]), sorted(order[:k])
 
 
@@ -65,15 +65,16 @@ def _encode(model, token_ids: Sequence[Sequence[int]], pad_id: int, device) -> t
 
 
 def plain_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, pad_id: int,
-               autocast=nullcontext) -> float:
-    """Plain contrastive fine-tuning: encode anchors, encode positives, loss, backward."""
+               autocast=nullcontext) -> torch.Tensor:
+    """Plain contrastive fine-tuning: encode anchors, encode positives, loss, backward. Returns the loss, detached,
+    on the model's device (reading it would wait for the device: the caller reads once, when it reports)."""
     device = next(model.parameters()).device
     with autocast():
         anchors = _encode(model, batch.anchors, pad_id, device)
         positives = _encode(model, batch.positives, pad_id, device)
     loss = loss_fn(anchors, positives)
     loss.backward()
-    return loss.item()
+    return loss.detach()
 
 
 def substituted(batch: PairBatch, adv: list[int], attack: SynonymSubstitution, both: bool) -> PairBatch:
@@ -88,7 +89,8 @@ def substituted(batch: PairBatch, adv: list[int], attack: SynonymSubstitution, b
 
 def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *,
                 attack: EmbeddingAttack | SynonymSubstitution | None, ratio: float, generator: torch.Generator,
-                pad_id: int, perturb: str = "anchor", autocast=nullcontext, perturbable=None) -> tuple[float, int]:
+                pad_id: int, perturb: str = "anchor", autocast=nullcontext,
+                perturbable=None) -> tuple[torch.Tensor, int]:
     """One hybrid-batch step: round(r n) pairs made adversarial, the loss over the whole batch, backward.
 
     Args:
@@ -119,7 +121,8 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *,
     rs-da (`attack.substitutes_tokens`) is no embedding attack: the adversarial share's words are replaced by
     synonyms (`substituted`) and the step is a plain step on that batch.
 
-    Returns: (loss value, number of adversarial pairs).
+    Returns: (loss, detached, on the model's device: nothing in the step waits for the device; number of
+    adversarial pairs).
     """
     n = len(batch)
     clean, adv = choose_adversarial(n, ratio, generator)
@@ -164,11 +167,11 @@ def hybrid_step(model, batch: PairBatch, loss_fn: InBatchContrastiveLoss, *,
 
     perturbed = attack(clean_inputs, attack_mask, batch_loss)
     if attack.accumulates_parameter_gradients:  # it trained on every loss it saw: report their mean
-        loss_value = torch.stack(losses_seen).mean().item()
+        loss_value = torch.stack(losses_seen).mean()
     else:  # one final pass at the perturbed point, back-propagated into the parameters
         loss = batch_loss(perturbed)
         loss.backward()
-        loss_value = loss.item()
+        loss_value = loss.detach()
     live = [(t, leaf.grad) for t, leaf in ((clean_anchors, anchor_leaf), (clean_positives, positive_leaf))
             if t.requires_grad and leaf.grad is not None]
     if live:

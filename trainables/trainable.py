@@ -5,6 +5,9 @@ It reads its config (a `trainables.config.TrialConfig`, which refuses unknown ke
 `tune.get_checkpoint()` (weights, optimizer, scheduler and RNG state, so a restored trial continues
 exactly), and calls `tune.report(metrics, checkpoint=...)`. A loss that turns NaN or infinite raises
 `TrainingDiverged`: Ray marks that trial failed with the reason, the study goes on.
+
+No step reads a device value back: the losses are summed on the device and read every
+DIVERGENCE_CHECK_STEPS steps and when the epoch reports (each read waits for all queued device work).
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from trainables.config import TrialConfig
 from trainables.hybrid import PairBatch, hybrid_step
 from trainables.losses import InBatchContrastiveLoss
 from trainables.storage import HITS_FILE, WEIGHTS_FILE, CheckpointRetention, DivergenceMarker
+
+# steps between reads of the running loss sum (to stop a diverged trial early): one wait for the device per this
+# many steps instead of one per step
+DIVERGENCE_CHECK_STEPS = 50
 
 
 class TrainingDiverged(RuntimeError):
@@ -91,8 +98,10 @@ class HybridTrainer:
         self.loss_fn = InBatchContrastiveLoss(cfg.temperature)
         self.selection_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.attack_rng = torch.Generator(device=_device()).manual_seed(cfg.seed + 2)
+        # rs-da picks words on the host: its draws come from the host generator, so reading them waits for nothing
+        attack_draws = self.selection_rng if cfg.method == "rs-da" else self.attack_rng
         self.attack = make_attack(cfg.method, cfg.epsilon, steps=cfg.attack_steps, step_ratio=cfg.step_ratio,
-                                  norm=cfg.norm, samples=cfg.smoothing_samples, generator=self.attack_rng,
+                                  norm=cfg.norm, samples=cfg.smoothing_samples, generator=attack_draws,
                                   substitution_rate=cfg.substitution_rate, text_of=self.encoder.text_of,
                                   tokenize=functools.partial(self.encoder.tokenize, max_length=cfg.max_seq_len))
         self.perturbable = None if cfg.perturb_special else self.encoder.perturbable_mask
@@ -101,34 +110,48 @@ class HybridTrainer:
     def batches(self):
         """This epoch's batches, shuffled by a generator seeded with (seed, epoch): restorable for free."""
         order = torch.randperm(len(self.anchors), generator=torch.Generator().manual_seed(
-            self.cfg.seed * 1000 + self.epoch)).tolist()
+            self.cfg.seed * 1000 + self.epoch), device="cpu").tolist()
         size = self.cfg.batch_size
         for start in range(0, len(order), size):
             idx = order[start : start + size]
             yield PairBatch([self.anchors[i] for i in idx], [self.positives[i] for i in idx])
 
-    def train_step(self, batch: PairBatch) -> tuple[float, int]:
+    def train_step(self, batch: PairBatch) -> tuple[torch.Tensor, int]:
+        """One optimizer step: (loss, detached, on the device; number of adversarial pairs). Nothing in it waits
+        for the device: a non-finite loss is caught by `check_finite` on the running sum."""
         cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
         loss, n_adv = hybrid_step(self.model, batch, self.loss_fn, attack=self.attack, ratio=cfg.ratio,
                                   generator=self.selection_rng, pad_id=self.encoder.pad_id, perturb=cfg.perturb,
                                   autocast=self.encoder.autocast, perturbable=self.perturbable)
-        if not math.isfinite(loss):
-            raise TrainingDiverged(f"training loss became {loss} at epoch {self.epoch + 1} "
-                                   f"(lr {cfg.lr:g}, ratio {cfg.ratio:g}, epsilon {cfg.epsilon:g})")
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         return loss, n_adv
 
+    def check_finite(self, loss_sum: torch.Tensor) -> float:
+        """The running loss sum read back (one wait for the device); TrainingDiverged if it is NaN or infinite
+        (any non-finite step loss makes the sum so)."""
+        value = loss_sum.item()
+        if not math.isfinite(value):
+            cfg = self.cfg
+            raise TrainingDiverged(f"training loss became {value} at epoch {self.epoch + 1} "
+                                   f"(lr {cfg.lr:g}, ratio {cfg.ratio:g}, epsilon {cfg.epsilon:g})")
+        return value
+
     def train_epoch(self) -> dict:
-        start, losses, adversarial = time.time(), [], 0
+        start, adversarial, steps = time.time(), 0, 0
+        loss_sum = torch.zeros((), device=self.encoder.device)
         for batch in self.batches():
             loss, n_adv = self.train_step(batch)
-            losses.append(loss)
+            loss_sum += loss
             adversarial += n_adv
+            steps += 1
+            if steps % DIVERGENCE_CHECK_STEPS == 0:
+                self.check_finite(loss_sum)
+        mean_loss = self.check_finite(loss_sum) / steps
         self.epoch += 1
-        return {"train.loss": sum(losses) / len(losses), "train.adversarial_share": adversarial / len(self.anchors),
+        return {"train.loss": mean_loss, "train.adversarial_share": adversarial / len(self.anchors),
                 "train.seconds": time.time() - start, "epoch": self.epoch}
 
     # -- checkpoints: trainable weights as safetensors; optimizer/scheduler/RNG as tensors (weights_only load).

@@ -262,11 +262,13 @@ def register_model(st_model, name: str, uri: str, run_id: str, tags: dict, descr
     client = client_for(uri)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)  # log_model writes through the fluent API's store
+    # the signature inferred here, not left to the flavour: MLflow 3.10 keeps none from the input example (3.17 does)
+    signature = mlflow.models.infer_signature(INPUT_EXAMPLE, st_model.encode(INPUT_EXAMPLE))
     try:
         with _quiet("mlflow"):
             info = mlflow.sentence_transformers.log_model(st_model, name="model", run_id=run_id,
                                                           pip_requirements=pip_requirements(),
-                                                          input_example=INPUT_EXAMPLE,
+                                                          input_example=INPUT_EXAMPLE, signature=signature,
                                                           tags={k: str(v) for k, v in tags.items()})
         try:
             client.get_registered_model(name)

@@ -214,8 +214,8 @@ class StudyOptunaSearch(OptunaSearch):
         scheduler = self._scheduler
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        if state.get("_storage_url") == IN_STUDY_DIR:  # where this searcher, unpickled by study_tuner, found it
-            state["_storage_url"] = self._storage_url
+        if state.get("_storage_url") == IN_STUDY_DIR and getattr(self, "_storage_url", None):
+            state["_storage_url"] = self._storage_url  # where this searcher, unpickled by study_tuner, found it
         self.__setstate__(state)
         self._scheduler = scheduler
         if scheduler and getattr(self, "_rung_records", None):

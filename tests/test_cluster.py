@@ -197,7 +197,7 @@ def test_a_study_on_nodes_that_share_no_disk_keeps_everything_in_the_bucket(shar
     proc = start_cli("study.run", "--space", "hybrid_ratio", "--budget", "smoke", "--num-samples", "2",
                      "--epochs", "2", "--objective", "pareto", "--cpus-per-trial", "2", "--address", address,
                      "--storage-path", storage, "--out", str(study_dir), log=log)
-    prefix = f"ray/{study_dir.name}/tune/"
+    prefix = f"ray/{study_dir.name}-"  # ray/<study id>/tune/...: the id is the folder's name and 8 hex digits
 
     def first_checkpoint():
         listed = s3_server.list_objects_v2(Bucket="studies", Prefix=prefix).get("Contents", [])
@@ -217,7 +217,9 @@ def test_a_study_on_nodes_that_share_no_disk_keeps_everything_in_the_bucket(shar
     keys = [o["Key"] for o in s3_server.list_objects_v2(Bucket="studies", Prefix=prefix)["Contents"]]
     checkpoints = sorted({k.split("/checkpoint_")[0] + "/checkpoint_" + k.split("/checkpoint_")[1][:6]
                           for k in keys if "/checkpoint_" in k})
-    assert any(k.endswith("tuner.pkl") for k in keys), "Tune's state is in the bucket"
+    study_id = json.loads((study_dir / "study.json").read_text())["settings"]["study_id"]
+    assert {k.split("/")[1] for k in keys} == {study_id}, "one study's prefix, named by its id"
+    assert any(k.endswith("tune/tuner.pkl") for k in keys), "Tune's state is in the bucket"
     assert len({c.split("/")[-2] for c in checkpoints}) == 2, "both trials checkpointed into the bucket"
     assert not (study_dir / "ray").exists(), "nothing of Ray's on the driver's disk"
 
@@ -241,7 +243,7 @@ def test_a_study_on_nodes_that_share_no_disk_keeps_everything_in_the_bucket(shar
     assert result.returncode == 0, result.stderr[-3000:]
     assert (study_dir / "replication" / "findings.md").is_file()
     replica_keys = [o["Key"] for o in s3_server.list_objects_v2(
-        Bucket="studies", Prefix=f"ray/{study_dir.name}/replicate/")["Contents"]]
+        Bucket="studies", Prefix=f"ray/{study_id}/replicate/")["Contents"]]
     assert sum(k.endswith("/hits.json") for k in replica_keys) >= 2, "per-sentence hits came through the bucket"
     print("objects of the first trial:", *sorted(k for k in keys if checkpoints[0].split("/")[-2] in k), sep="\n  ")
 

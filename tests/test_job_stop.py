@@ -118,6 +118,13 @@ def test_a_stopped_job_saves_its_study_which_resumes_under_another_folder_name(r
     assert {c.info.status for c in children} == {"FINISHED"}
     study_id = json.loads((moved / "study.json").read_text())["settings"]["study_id"]
     assert parent.data.params["study_id"] == study_id and study_id.startswith("smoke-")
+    # issue 27 (6): after the resume in a new Ray session each trial's result.json in the storage still holds
+    # every epoch once (Ray copies it back before appending; were it not, the upload would overwrite it)
+    results = sorted((storage / study_id / "tune").glob("trial_*/result.json"))
+    assert len(results) == 2, results
+    for path in results:
+        epochs = [json.loads(line)["training_iteration"] for line in path.read_text().splitlines() if line.strip()]
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) == 2, (path, epochs)
 
     # a new study of the same folder name in the same storage gets its own Tune state: before study ids it
     # restored the first study's (finished) search and ran none of its own

@@ -193,7 +193,7 @@ def test_a_missing_or_corrupt_part_is_named_before_anything_is_installed(gpu_bun
         assert not (tmp_path / "never").exists() and not (bundle / "unpacked").exists()
 
 
-# ~10 min on 2 cores (most of it pip installing 139 wheels): not in `make test`; .ci/run runs it as its own step
+# 3 min at rest, 18 under load (pip installs 139 wheels): not in `make test`; .ci/run runs it as its own step
 @pytest.mark.roundtrip
 def test_round_trip_offline_install_into_a_fresh_venv_runs_a_smoke_study(local_bundle, tmp_path):
     """The bundle's own install.py, run by the base interpreter (no project on it), installs into a fresh venv with

@@ -104,7 +104,7 @@ def bench_train_step(args) -> None:
 
 # ----------------------------------------------------------------------------- encode
 def _sentences(data_dir, langs: list[str], per_lang: int) -> list[str]:
-    from study.data import load_tatoeba
+    from study.evaluation.data import load_tatoeba
 
     out: list[str] = []
     for lang in langs:
@@ -135,7 +135,7 @@ def plain_loop_embed(encoder, sentences: list[str], batch_size: int) -> torch.Te
     tokenizer and autocast)."""
     import torch.nn.functional as F
 
-    from study.encoding import mean_pool
+    from study.encoder.embedding import mean_pool
 
     out = []
     for start in range(0, len(sentences), batch_size):
@@ -149,9 +149,9 @@ def plain_loop_embed(encoder, sentences: list[str], batch_size: int) -> torch.Te
 
 
 def bench_encode(args) -> None:
-    from study.data import resolve_data_dir
-    from study.encoding import Encoder, length_sorted_batches
-    from study.models import resolve_model
+    from study.encoder.embedding import Encoder, length_sorted_batches
+    from study.encoder.loading import resolve_model
+    from study.evaluation.data import resolve_data_dir
 
     encoder = Encoder.load(resolve_model(args.model), device=args.device)
     model, device = encoder.model, encoder.device
@@ -163,7 +163,7 @@ def bench_encode(args) -> None:
     def ours() -> torch.Tensor:
         return encoder.embed(sentences)
 
-    from study.exporting import sentence_model
+    from study.analysis.exporting import sentence_model
 
     # the same model as sentence-transformers builds it (study.export's model: mean pooling, normalisation,
     # "query: " prompt); its encode sorts by length too, but in fixed-size batches and without autocast
@@ -173,9 +173,9 @@ def bench_encode(args) -> None:
         return st_model.encode(sentences, batch_size=args.batch_size, convert_to_tensor=True).float().cpu()
 
     runs = {"plain transformers loop": plain_loop, "SentenceTransformer.encode": sentence_transformers,
-            "study.encoding.Encoder": ours}
+            "study.encoder.embedding.Encoder": ours}
     outputs, mean_seconds = interleaved_mean_times(runs, args.rounds, device)
-    agreement = min((outputs[name] * outputs["study.encoding.Encoder"]).sum(1).min().item() for name in runs)
+    agreement = min((outputs[name] * outputs["study.encoder.embedding.Encoder"]).sum(1).min().item() for name in runs)
     print(f"device {device}  threads {torch.get_num_threads()}  {len(sentences)} Tatoeba sentences "
           f"({args.langs}, both sides), plain batch {args.batch_size}, {args.rounds} rounds")
     rate = {name: len(sentences) / s for name, s in mean_seconds.items()}
@@ -192,13 +192,13 @@ def bench_encode(args) -> None:
     cfg = model.config
     linear_flop = 2 * our_padded * cfg.num_hidden_layers * (4 * cfg.hidden_size**2
                                                              + 2 * cfg.hidden_size * cfg.intermediate_size)
-    linear_rate = linear_flop / mean_seconds["study.encoding.Encoder"]
+    linear_rate = linear_flop / mean_seconds["study.encoder.embedding.Encoder"]
     gemm_rate = _gemm_rate(device, cfg.hidden_size, cfg.intermediate_size)
     print(f"padded tokens per real token: plain loop {plain_padded / real:.2f}, Encoder {our_padded / real:.2f}; "
           f"the Encoder's linear layers at {linear_rate / 1e9:.0f} GFLOP/s against {gemm_rate / 1e9:.0f} "
           f"for their largest matrix product alone")
-    print(f"speed-up {rate['study.encoding.Encoder'] / rate['plain transformers loop']:.2f}x over the plain loop, "
-          f"{rate['study.encoding.Encoder'] / rate['SentenceTransformer.encode']:.2f}x over SentenceTransformer.encode;"
+    print(f"speed-up {rate['study.encoder.embedding.Encoder'] / rate['plain transformers loop']:.2f}x over the plain loop, "
+          f"{rate['study.encoder.embedding.Encoder'] / rate['SentenceTransformer.encode']:.2f}x over SentenceTransformer.encode;"
           f"  min cosine between the paths' embeddings {agreement:.6f}")
 
 
@@ -206,12 +206,12 @@ def bench_encode(args) -> None:
 def _reference_evaluation(encoder, config, data_dir, splits) -> dict[str, float]:
     """The evaluation before issue 15, kept as the reference: language by language, split by split, each
     figure its own pass over that language's sentences (batches padded within the language), the English side
-    embedded per language. Same primitives, same per-sentence draws, as study.robustness."""
+    embedded per language. Same primitives, same per-sentence draws, as study.evaluation.robustness."""
     import random
     import zlib
 
-    from study.data import load_tatoeba
-    from study.robustness import (
+    from study.evaluation.data import load_tatoeba
+    from study.evaluation.robustness import (
         add_typos,
         embed_perturbed,
         english_check,
@@ -250,15 +250,15 @@ def _reference_evaluation(encoder, config, data_dir, splits) -> dict[str, float]
 
 
 def bench_evaluate(args) -> dict:
-    from study.budgets import BUDGETS
-    from study.data import resolve_data_dir
-    from study.encoding import Encoder
-    from study.models import resolve_model
-    from study.robustness import EvalConfig, evaluate_encoder
+    from study.encoder.embedding import Encoder
+    from study.encoder.loading import resolve_model
+    from study.evaluation.data import resolve_data_dir
+    from study.evaluation.robustness import EvalConfig, evaluate_encoder
+    from study.orchestration.budgets import BUDGETS
 
     torch.set_num_threads(args.threads or max(1, int(BUDGETS[args.budget].cpus_per_trial)))  # as a trial has
     encoder = Encoder.load(resolve_model(args.model), device=args.device)
-    # the Tatoeba evaluation, which both paths compute (the cross-lingual pairs are study.crosslingual's, one path)
+    # the Tatoeba evaluation, which both paths compute (the cross-lingual pairs are study.evaluation.crosslingual's, one path)
     config = EvalConfig(**{**BUDGETS[args.budget].eval, **({"langs": args.langs.split(",")} if args.langs else {}),
                            "xsts_langs": ()})
     data_dir = resolve_data_dir(args.data_dir)
@@ -272,7 +272,7 @@ def bench_evaluate(args) -> dict:
             encoder.max_tokens = study_batches
 
     runs = {"reference (per language, per figure)": reference,
-            "study.robustness.evaluate_encoder": lambda: evaluate_encoder(encoder, config, data_dir,
+            "study.evaluation.robustness.evaluate_encoder": lambda: evaluate_encoder(encoder, config, data_dir,
                                                                           also_report=True)["metrics"]}
     seconds: dict = {name: [] for name in runs}
     outputs = {name: fn() for name, fn in runs.items()}  # warm-up, and the figures compared
@@ -314,7 +314,7 @@ def trials_by_hand(trials: list, cpus: int) -> dict:
     process's involuntary context switches meanwhile."""
     import resource
 
-    from study.robustness import evaluate_encoder
+    from study.evaluation.robustness import evaluate_encoder
     from trainables.config import TrialConfig
     from trainables.trainable import HybridTrainer
 
@@ -348,9 +348,9 @@ def _tune_study(args, settings: dict, address: str | None = None) -> dict:
 
     import ray
 
-    from study import tracking
-    from study.raycluster import start_ray_alongside
-    from study.tuning import study_tuner
+    from study.orchestration import tracking
+    from study.orchestration.raycluster import start_ray_alongside
+    from study.orchestration.tuning import study_tuner
 
     work = Path(tempfile.mkdtemp(prefix="bench-study-", dir=args.work_dir))
     start = time.perf_counter()
@@ -384,7 +384,7 @@ def _idle_ray_head(cpus: int):
     import shutil
     import tempfile
 
-    from study.raycluster import start_ray_head, stop_ray_processes_under
+    from study.orchestration.raycluster import start_ray_head, stop_ray_processes_under
 
     temp = tempfile.mkdtemp(prefix="rayb-", dir="/tmp")  # Ray's socket paths must stay short
     try:
@@ -433,7 +433,7 @@ def bench_study(args) -> None:
         token.write_text(secrets.token_hex(32))
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
 
-    from study.settings import parse_args, validate
+    from study.orchestration.settings import parse_args, validate
     from trainables.config import TrialConfig
     from trainables.trainable import HybridTrainer
 
@@ -505,12 +505,12 @@ def bench_study(args) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
-# What the driver of a study does per reported result: Optuna's searcher (study.tuning.make_searcher), ASHA
-# (make_scheduler), the MLflow callback (study.tracking.ChildRunLogger), the progress table, checkpoint
+# What the driver of a study does per reported result: Optuna's searcher (study.orchestration.tuning.make_searcher), ASHA
+# (make_scheduler), the MLflow callback (study.orchestration.tracking.ChildRunLogger), the progress table, checkpoint
 # bookkeeping and Tune's experiment snapshots. The trials do no training: each reports, per epoch, a metric dict
-# with exactly the keys `study.robustness.flatten` gives for the languages, packed by `tune_result` as a trial
+# with exactly the keys `study.evaluation.robustness.flatten` gives for the languages, packed by `tune_result` as a trial
 # packs them, plus the trainer's, and a tiny checkpoint, pruned as a trial prunes (trainables.storage). The
-# Tuner is built like `study.tuning.study_tuner`, from the same pieces. --legacy measures the set-up before
+# Tuner is built like `study.orchestration.tuning.study_tuner`, from the same pieces. --legacy measures the set-up before
 # issue 13: per-language figures as numeric fields, Tune's retention (num_to_keep=1, a forced experiment
 # snapshot per checkpoint), and Tune's CSV/JSON/TensorBoard loggers.
 TRAINER_KEYS = ("train.loss", "train.adversarial_share", "train.seconds", "epoch", "eval.seconds", "node_id")
@@ -520,10 +520,10 @@ _SCALED = ("selection.", "objective.")
 
 def _fake_evaluation(langs: list[str], rng) -> dict[str, float]:
     """A realistic flat metric dict: random but valid per-language figures (the keys of
-    `study.robustness.evaluate_query_sets`, with the default radii and typo rate, means consistent), flattened by
-    `study.robustness.flatten` with the English check, for the selection and (as a trial's last epoch reports
+    `study.evaluation.robustness.evaluate_query_sets`, with the default radii and typo rate, means consistent), flattened by
+    `study.evaluation.robustness.flatten` with the English check, for the selection and (as a trial's last epoch reports
     them) the report split."""
-    from study.robustness import EvalConfig, flatten, fmt
+    from study.evaluation.robustness import EvalConfig, flatten, fmt
 
     cfg = EvalConfig(langs=langs)
     keep = {0.02: 0.95, 0.05: 0.82, 0.1: 0.58, 0.2: 0.3}  # attacked / clean L->English of the untrained encoder
@@ -634,7 +634,7 @@ _COMPONENTS = (
      {"suggest", "on_trial_complete", "on_trial_result"}),
     ("scheduler (ASHA)", "ray/tune/schedulers/async_hyperband.py",
      {"on_trial_add", "on_trial_result", "on_trial_complete", "on_trial_remove", "choose_trial_to_run"}),
-    ("MLflow callback (ChildRunLogger)", "study/tracking.py",
+    ("MLflow callback (ChildRunLogger)", "study/orchestration/tracking.py",
      {"on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"}),
     ("Tune's CSV logger", "ray/tune/logger/csv.py", {"log_trial_start", "log_trial_result", "log_trial_end"}),
     ("Tune's JSON logger", "ray/tune/logger/json.py", {"log_trial_start", "log_trial_result", "log_trial_end"}),
@@ -675,11 +675,11 @@ def _driver_run(args, trials: int, backend: str, uri: str | None, templates: lis
     from ray import tune
 
     from search_spaces import load_space
-    from study import tracking
-    from study.models import DEFAULT_MODEL
-    from study.robustness import objective_metric
-    from study.studydir import ray_storage
-    from study.tuning import (
+    from study.encoder.loading import DEFAULT_MODEL
+    from study.evaluation.robustness import objective_metric
+    from study.orchestration import tracking
+    from study.orchestration.studydir import ray_storage
+    from study.orchestration.tuning import (
         STUDY_EXPERIMENT,
         _run_config,
         make_scheduler,
@@ -766,8 +766,8 @@ def bench_driver(args) -> None:
 
     import ray
 
-    from study.languages import resolve_languages
-    from study.robustness import is_per_language, tune_result
+    from study.evaluation.languages import resolve_languages
+    from study.evaluation.robustness import is_per_language, tune_result
 
     sizes = [int(n) for n in args.trials.split(",")]
     if len(sizes) < 2 or min(sizes) < 1:
@@ -824,7 +824,7 @@ def bench_driver(args) -> None:
 
 @cli_main
 def main(argv=None) -> int:
-    from study.models import DEFAULT_MODEL
+    from study.encoder.loading import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="python -m study.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

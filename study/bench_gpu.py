@@ -4,7 +4,7 @@ Sections, each guarded (a failure is recorded with its error in the JSON, the ot
 is 1), the JSON rewritten after each so that a run killed at its time limit still leaves what it measured:
 
   environment  the GPU, its driver, torch and CUDA (on a CPU: the CPU model and torch)
-  encode       Tatoeba sentences/s of the evaluation's encoder path (study.encoding.Encoder) in fp32 and bf16,
+  encode       Tatoeba sentences/s of the evaluation's encoder path (study.encoder.embedding.Encoder) in fp32 and bf16,
                against a plain transformers loop and SentenceTransformer.encode; the FLOP rate reached; when
                bf16 falls short of 100,000 sentences/s, a torch.profiler summary of where the time goes
   train_step   hybrid-batch step throughput at r = 0, 0.5, 1 (PGD, K = 3) and the marginal cost of r
@@ -48,7 +48,7 @@ AGREEMENT_POINTS = 0.5  # bf16 and fp32 accuracies must agree within this, at ev
 CHECK_LANGS = ("swh", "hye", "mal", "uig", "deu", "cmn")  # the cpu budget's six: four low-resource, two high
 FITS_FRACTION = 0.8  # 4 trials "fit with room to spare": their memory at most this share of the card
 
-# what each device runs; the code is the same. None: the gpu budget's own value (study.budgets)
+# what each device runs; the code is the same. None: the gpu budget's own value (study.orchestration.budgets)
 SIZES = {
     "cuda": dict(time_limit=480, encode_langs=None, encode_per_lang=300, encode_rounds=3, plain_batch=64,
                  gemm_rows=8192, step_batch=None, step_max_len=None, step_batches=4, step_rounds=5,
@@ -67,7 +67,7 @@ SIZES = {
 
 
 def add_arguments(parser) -> None:
-    from study.models import DEFAULT_MODEL
+    from study.encoder.loading import DEFAULT_MODEL
 
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when there is one")
     parser.add_argument("--out", default="bench-gpu.json", help="the JSON file, rewritten after every section")
@@ -100,22 +100,22 @@ class Run:
 
     @property
     def data_dir(self):
-        from study.data import resolve_data_dir
+        from study.evaluation.data import resolve_data_dir
 
         return resolve_data_dir(self.args.data_dir)
 
     def encoder(self):
         """The untrained encoder on the device, for the sections that only read it."""
         if self._encoder is None:
-            from study.encoding import Encoder
-            from study.models import resolve_model
+            from study.encoder.embedding import Encoder
+            from study.encoder.loading import resolve_model
 
             self._encoder = Encoder.load(resolve_model(self.args.model), device=self.device)
         return self._encoder
 
     def step_config(self):
         """The gpu budget's training step: its batch size and tokens per sentence (tiny on a CPU), PGD K=3."""
-        from study.budgets import BUDGETS
+        from study.orchestration.budgets import BUDGETS
         from trainables.config import TrialConfig
 
         budget = BUDGETS["gpu"]
@@ -134,11 +134,11 @@ class Run:
         return self._trainer
 
     def trial_config(self):
-        """A gpu-budget trial as the study configures it (study.tuning.base_trial_config with the hybrid_ratio
+        """A gpu-budget trial as the study configures it (study.orchestration.tuning.base_trial_config with the hybrid_ratio
         space's fixed PGD; r and epsilon at their defaults, 0.5 and 0.5), tiny on a CPU."""
-        from study.budgets import BUDGETS
-        from study.languages import resolve_languages
-        from study.robustness import EvalConfig
+        from study.evaluation.languages import resolve_languages
+        from study.evaluation.robustness import EvalConfig
+        from study.orchestration.budgets import BUDGETS
         from trainables.config import TrialConfig
 
         budget = BUDGETS["gpu"]
@@ -234,7 +234,7 @@ def section_environment(run: Run) -> dict:
 def _encoder_flop(encoder, ids) -> tuple[int, int, int]:
     """(model FLOP, padded tokens, real tokens) of the Encoder's length-sorted batches of `ids`: the linear
     layers (Q, K, V, output, two feed-forward) and attention's two products, per layer."""
-    from study.encoding import length_sorted_batches
+    from study.encoder.embedding import length_sorted_batches
 
     cfg = encoder.model.config
     h, inner, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
@@ -273,9 +273,9 @@ def _profile(fn, device: torch.device, top: int = 15) -> dict:
 
 
 def section_encode(run: Run) -> dict:
-    from study.exporting import sentence_model
-    from study.languages import resolve_languages
-    from study.models import resolve_model
+    from study.analysis.exporting import sentence_model
+    from study.encoder.loading import resolve_model
+    from study.evaluation.languages import resolve_languages
 
     sizes, device = run.sizes, run.device
     encoder = run.encoder()
@@ -384,7 +384,7 @@ def section_train_step(run: Run) -> dict:
 def section_memory(run: Run) -> dict:
     import resource
 
-    from study.robustness import evaluate_encoder
+    from study.evaluation.robustness import evaluate_encoder
     from trainables.hybrid import PairBatch
 
     trainer, device = run.trainer(), run.device
@@ -440,8 +440,8 @@ def section_evaluate(run: Run) -> dict:
 
 
 def section_bf16(run: Run) -> dict:
-    from study.budgets import BUDGETS
-    from study.robustness import EvalConfig, QuerySet, evaluate_encoder
+    from study.evaluation.robustness import EvalConfig, QuerySet, evaluate_encoder
+    from study.orchestration.budgets import BUDGETS
 
     encoder, device = run.encoder(), run.device
     config = EvalConfig(**{**BUDGETS["gpu"].eval, "langs": list(CHECK_LANGS), "max_sentences": run.sizes[
@@ -491,8 +491,8 @@ class _Sampler(threading.Thread):
 
 
 def section_study(run: Run) -> dict:
-    from study.tracking import client_for
-    from study.trials import load_trials
+    from study.analysis.trials import load_trials
+    from study.orchestration.tracking import client_for
 
     sizes, device = run.sizes, run.device
     trials = sizes["study_trials"]
@@ -545,8 +545,8 @@ def section_study(run: Run) -> dict:
 
 
 def section_trial(run: Run) -> dict:
-    from study.budgets import BUDGETS
-    from study.robustness import evaluate_encoder
+    from study.evaluation.robustness import evaluate_encoder
+    from study.orchestration.budgets import BUDGETS
     from trainables.trainable import HybridTrainer
 
     device, cfg = run.device, run.trial_config()

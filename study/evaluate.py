@@ -1,6 +1,6 @@
 """Evaluate one encoder: `python -m study.evaluate [--model M] [--langs L,... | --group G] [--out F.json]`.
 
-Prints the per-language robustness table of `study.robustness` (clean, attacked, noised, typo'd accuracy
+Prints the per-language robustness table of `study.evaluation.robustness` (clean, attacked, noised, typo'd accuracy
 and the English check) and writes every figure to --out.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from study.data import SPLITS, describe_data_dir, load_tatoeba, resolve_data_dir
-from study.encoding import Encoder
+from study.encoder.embedding import Encoder
 from study.errors import UsageError, cli_main
-from study.languages import GROUPS, LANGUAGES, group_of, in_group, resolve_languages
-from study.robustness import DEFAULT_RADII, DEFAULT_TYPO_RATES, EvalConfig, evaluate_encoder, fmt
-from study.studydir import write_json
+from study.evaluation.data import SPLITS, describe_data_dir, load_tatoeba, resolve_data_dir
+from study.evaluation.languages import GROUPS, LANGUAGES, group_of, in_group, resolve_languages
+from study.evaluation.robustness import DEFAULT_RADII, DEFAULT_TYPO_RATES, EvalConfig, evaluate_encoder, fmt
+from study.orchestration.studydir import write_json
 
 
 def format_table(per_lang: dict[str, dict]) -> str:
@@ -47,7 +47,7 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 @cli_main
 def main(argv=None) -> int:
-    from study.models import DEFAULT_MODEL, check_model
+    from study.encoder.loading import DEFAULT_MODEL, check_model
 
     parser = argparse.ArgumentParser(prog="python -m study.evaluate",
                                      description="Per-language zero-shot retrieval robustness of one encoder.")

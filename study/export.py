@@ -4,7 +4,7 @@
 Writes a sentence-transformers model directory (default STUDY_DIR/export/<trial>), which
 `SentenceTransformer(DIR)` loads offline; with --register, also logs it to MLflow under the trial's run and
 registers it as a new version of NAME with the alias `best` (`mlflow.pyfunc.load_model("models:/NAME@best")`).
-What is exported and how: `study.exporting`.
+What is exported and how: `study.analysis.exporting`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from study.analysis.exporting import check_out_dir, export_study_trial
 from study.errors import cli_main
-from study.exporting import check_out_dir, export_study_trial
-from study.studydir import load_study, tracking_uri
+from study.orchestration.studydir import load_study, tracking_uri
 
 
 @cli_main

@@ -1,6 +1,6 @@
 """Replicate a finished study and turn it into an answer: `python -m study.replicate STUDY_DIR`.
 
-Re-runs the K best configurations of the study ("best" as study.trials.best_trial: among the trials that
+Re-runs the K best configurations of the study ("best" as study.analysis.trials.best_trial: among the trials that
 meet the cross-lingual constraint) and their baselines, each with N seeds (the same seed values
 for every configuration, so they pair by seed), as Ray Tune trials (grouped under a replication parent run in
 MLflow), evaluates them on the whole low- and high-resource groups, and writes
@@ -9,20 +9,20 @@ effect of the hybrid batch and not of other tuning: `baseline`, r = 0 at the bes
 settings, and, when the study's own r = 0 trial trains differently (a space that tunes the learning rate,
 epochs ...), `study_baseline`, that trial's configuration.
   - per language and group: mean over seeds, and the change against each baseline and against the untrained
-    encoder with a 95% t-interval over crossed seeds and sentences (`study.stats.seed_sentence_interval`);
+    encoder with a 95% t-interval over crossed seeds and sentences (`study.evaluation.stats.seed_sentence_interval`);
     per-language stars by Holm's procedure across the languages, group rows by their own interval;
   - the smallest change of the low-resource group's robust accuracy this replication can detect (80% power);
   - for sentences about low-resource languages in general, the same changes with the languages as a random
-    sample (`study.stats.languages_interval`: t over the per-language gains);
+    sample (`study.evaluation.stats.languages_interval`: t over the per-language gains);
   - the English source-language check (t-interval over seeds, paired by seed);
-  - cross-lingual similarity on the report half of the translated STS-B pairs (study.crosslingual): STS
-    Spearman with `study.stats.seed_bootstrap_interval`, paraphrase retrieval as the accuracies;
-  - language distance (`study.distance`): the logit-scale gain against the untrained encoder's accuracy on the
+  - cross-lingual similarity on the report half of the translated STS-B pairs (study.evaluation.crosslingual): STS
+    Spearman with `study.evaluation.stats.seed_bootstrap_interval`, paraphrase retrieval as the accuracies;
+  - language distance (`study.analysis.distance`): the logit-scale gain against the untrained encoder's accuracy on the
     selection sentences, by script and family, worded as an association;
   - robustness curves: attacked accuracy against radius for baseline and best, with intervals over seeds.
 The answer paragraph is written from the numbers by the code.
 With --export (or --register NAME), the best configuration's first-seed replica becomes a model too
-(`study.exporting`): replication/model, registered as a version of NAME whose tags name the replication
+(`study.analysis.exporting`): replication/model, registered as a version of NAME whose tags name the replication
 run and its findings, while findings.md names the version.
 """
 
@@ -41,17 +41,24 @@ from pathlib import Path
 
 import numpy as np
 
-from study import crosslingual, exporting, plots, stats, tracking
-from study.budgets import BUDGETS
-from study.distance import distance_sentence, language_distance
+from study.analysis import exporting, plots
+from study.analysis.distance import distance_sentence, language_distance
+from study.analysis.trials import best_trial, eligible_trials, load_trials, rank_trials
 from study.errors import UsageError, cli_main
-from study.languages import GROUPS, LANGUAGES, group_of, in_group
-from study.raycluster import evaluate_on_cluster, require_shared_storage, start_ray, stop_gracefully_on_sigterm
-from study.robustness import unpack_result
-from study.stats import Interval, format_interval
-from study.studydir import load_study, tracking_uri, write_json
-from study.trials import best_trial, eligible_trials, load_trials, rank_trials
-from study.tuning import ended_trials, replication_tuner
+from study.evaluation import crosslingual, stats
+from study.evaluation.languages import GROUPS, LANGUAGES, group_of, in_group
+from study.evaluation.robustness import unpack_result
+from study.evaluation.stats import Interval, format_interval
+from study.orchestration import tracking
+from study.orchestration.budgets import BUDGETS
+from study.orchestration.raycluster import (
+    evaluate_on_cluster,
+    require_shared_storage,
+    start_ray,
+    stop_gracefully_on_sigterm,
+)
+from study.orchestration.studydir import load_study, tracking_uri, write_json
+from study.orchestration.tuning import ended_trials, replication_tuner
 from trainables.config import ADVERSARIAL_KEYS, DEFAULTS, TrialConfig
 from trainables.storage import read_hits
 
@@ -71,9 +78,9 @@ class Replica:
 
     name: str  # the configuration repeated: baseline, best1, best2 ...
     seed: int
-    metrics: dict[str, float]  # the flat metrics of study.robustness
+    metrics: dict[str, float]  # the flat metrics of study.evaluation.robustness
     hits: dict[str, dict[str, list[int]]]  # lang -> l2e | attacked_eps<r> -> per-sentence 0/1
-    pairs: dict | None = None  # cross-lingual per-pair measurements (study.crosslingual.evaluate_pairs)
+    pairs: dict | None = None  # cross-lingual per-pair measurements (study.evaluation.crosslingual.evaluate_pairs)
     trial_id: str | None = None  # Ray's trial id (its MLflow run carries it), for --export
     checkpoint: object = None  # its last ray.tune.Checkpoint (weights), for --export
 
@@ -136,7 +143,7 @@ class Findings:
     strong_attack: tuple[int, int] = (20, 3)  # the strong attack's steps and restarts, where it ran
     seeds_used: dict[str, int] = field(default_factory=dict)  # configuration -> replicas that finished
     attack_steps: tuple[int, int] = (3, 3)  # the cheap attack's steps: in the replication, in the study's trials
-    study_best: str = ""  # the study's best trial (study.trials.best_trial), in words
+    study_best: str = ""  # the study's best trial (study.analysis.trials.best_trial), in words
 
     @property
     def best(self) -> str:
@@ -165,7 +172,7 @@ def trains_like(a: TrialConfig, b: TrialConfig) -> bool:
 def choose_configs(trials: list[dict], objective: str, top: int) -> list[tuple[str, TrialConfig]]:
     """[("baseline", config), maybe ("study_baseline", config), ("best1", config), ...] from the study's
     finished trials: best1, best2 ... the best with r > 0 among those that meet the selection constraint
-    (`study.trials.eligible_trials`: "best" as everywhere else); `baseline` is r = 0 at best1's other settings;
+    (`study.analysis.trials.eligible_trials`: "best" as everywhere else); `baseline` is r = 0 at best1's other settings;
     `study_baseline` the study's best finished r = 0 trial, when it trains differently from `baseline`."""
     study_baseline = next((t for t in rank_trials(trials, objective) if t["params"].get("ratio") == 0), None)
     if study_baseline is None:
@@ -421,7 +428,8 @@ def _crosslingual_section(f: Findings) -> list[str]:
              "retrieval accuracy among the pairs scored >= 4. Intervals: xsts, Student-t with a seed part (the "
              "spread over seeds) and a pair part (1,000 bootstrap resamples of the pairs shared by every replica "
              "and the untrained encoder, corrected for the interaction counted in both; Satterthwaite df: "
-             "`study.stats.seed_bootstrap_interval`, coverage checked in tests/test_stats.py); xpara, as the "
+             "`study.evaluation.stats.seed_bootstrap_interval`, coverage checked in tests/test_stats.py); "
+             "xpara, as the "
              f"accuracy tables. The untrained encoder: xsts {100 * untrained:.1f}.", "",
              "| configuration | xsts | xsts - baseline | xsts - untrained | xpara - baseline | xpara - untrained |",
              "|---|---|---|---|---|---|"]
@@ -517,7 +525,8 @@ def findings(f: Findings) -> str:
              f"L->English accuracy@1 clean and under PGD in the input-embedding space (radii {f.radii})",
              f"- hardware: {f.hardware}; replication wall time {f.minutes:.1f} min",
              "- intervals: 95%, over crossed seeds and sentences (two-way random effects; the quantile a mixture "
-             "of Student-t over the seed variance's fiducial distribution, `study.stats.seed_sentence_interval`), "
+             "of Student-t over the seed variance's fiducial distribution, "
+             "`study.evaluation.stats.seed_sentence_interval`), "
              "configurations paired by seed; English rows: t over seeds. Language rows: "
              "* = significant by Holm's procedure across the languages; group and English rows: * = the "
              "interval excludes zero. 'no interval' says why none could be estimated", "",

@@ -1,6 +1,6 @@
 """Rebuild a study's report: `python -m study.report STUDY_DIR` (a study also builds it when it ends).
 
-What the report holds and where it is written: `study.reporting`.
+What the report holds and where it is written: `study.analysis.reporting`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from study.analysis.reporting import build_report
 from study.errors import cli_main
-from study.reporting import build_report
-from study.studydir import load_study
+from study.orchestration.studydir import load_study
 
 
 @cli_main

@@ -20,10 +20,12 @@ import time
 from pathlib import Path
 
 from search_spaces import SPACE_NAMES, load_space
-from study import tracking
+from study.analysis.reporting import build_report
+from study.analysis.trials import best_trial, load_trials
+from study.encoder.loading import check_model
 from study.errors import UsageError, cli_main
-from study.models import check_model
-from study.raycluster import (
+from study.orchestration import tracking
+from study.orchestration.raycluster import (
     cluster_has_gpus,
     default_max_concurrent,
     reference_row,
@@ -32,9 +34,8 @@ from study.raycluster import (
     stop_gracefully_on_sigterm,
     warn_if_job_stop_wait_is_short,
 )
-from study.reporting import build_report
-from study.settings import check_data, parse_args, validate
-from study.studydir import (
+from study.orchestration.settings import check_data, parse_args, validate
+from study.orchestration.studydir import (
     load_study,
     missing_folders,
     new_study_dir,
@@ -44,8 +45,7 @@ from study.studydir import (
     tracking_record,
     tracking_uri,
 )
-from study.trials import load_trials
-from study.tuning import ended_trials, optuna_storage_url, study_tuner
+from study.orchestration.tuning import ended_trials, optuna_storage_url, study_tuner
 
 # flags that set up a new study; a resumed study keeps the settings it started with
 SETTING_FLAGS = ("space", "budget", "num_samples", "epochs", "objective", "range", "method", "langs", "group", "model",
@@ -117,7 +117,8 @@ def main(argv=None) -> int:
         require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
         if settings["budget"] == "auto":  # decided by the cluster's resources, not by this machine's
             settings = validate(args, cluster_has_gpus())
-        if not args.resume:  # its prefix in shared storage, whatever the folder is called later (study.studydir)
+        # its prefix in shared storage, whatever the folder is called later (study.orchestration.studydir)
+        if not args.resume:
             settings["study_id"] = new_study_id(study_dir)
     except BaseException:
         if created:  # a new study that could not start leaves nothing behind
@@ -180,7 +181,8 @@ def main(argv=None) -> int:
     # a finished study leaves no child RUNNING (one whose trial Tune lost with a killed driver)
     tracking.end_running_children(client, experiment, parent, "KILLED", tracking.DRIVER_LOST)
     build_report(study_dir, client=client, print_table=True)
-    tracking.describe_study(client, parent, settings, study_dir, experiment)  # ... and now its answer
+    best = best_trial(load_trials(client, experiment, parent), settings["objective"])
+    tracking.describe_study(client, parent, settings, study_dir, best, answered=True)  # ... and now its answer
     client.set_terminated(parent, status="FINISHED")
     if uri.startswith("sqlite:"):
         print(f"\nOpen the trials in the MLflow UI:\n  mlflow ui --backend-store-uri {uri}\n"

@@ -12,9 +12,9 @@ import datasets
 import pytest
 import torch
 
-from study.data import resolve_data_dir
-from study.encoding import Encoder
-from study.models import resolve_model
+from study.encoder.embedding import Encoder
+from study.encoder.loading import resolve_model
+from study.evaluation.data import resolve_data_dir
 
 # Once per session: the CI machines have 2 cores, and progress bars only clutter the output.
 torch.set_num_threads(2)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from study.raycluster import free_port
-from study.studydir import tracking_uri as study_tracking_uri
-from study.tracking import PARENT_TAG
+from study.orchestration.raycluster import free_port
+from study.orchestration.studydir import tracking_uri as study_tracking_uri
+from study.orchestration.tracking import PARENT_TAG
 
 REPO = Path(__file__).resolve().parent.parent
 

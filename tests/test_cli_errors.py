@@ -133,7 +133,7 @@ CASES = [
      "not a model directory"),
     ("negative radius", lambda t: ["study.evaluate", "--radii", "-1", "--langs", "swh"], "radii"),
     ("unknown language (evaluate)", lambda t: ["study.evaluate", "--langs", "swh,qqq"], "'qqq'"),
-    ("check of a missing model", lambda t: ["study.models", "check", "--model", str(t / "nomodel")],
+    ("check of a missing model", lambda t: ["study.encoder.loading", "check", "--model", str(t / "nomodel")],
      "does not exist"),
     ("model config of no known model", lambda t: ["study.evaluate", "--langs", "swh", "--model",
                                                   str(_config_of_no_model(t, '{"foo": 1}'))], "not a usable model"),

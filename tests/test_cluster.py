@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from study.raycluster import stop_ray_processes_under
+from study.orchestration.raycluster import stop_ray_processes_under
 from studytools import (
     free_port,
     metric_steps,
@@ -251,7 +251,8 @@ def test_a_study_on_nodes_that_share_no_disk_keeps_everything_in_the_bucket(shar
 def test_budget_auto_follows_the_gpus_of_the_cluster_not_of_the_driver(share_nothing_cluster):
     address, _ = share_nothing_cluster
     code = ("import sys, ray; ray.init(address=sys.argv[1], configure_logging=False); "
-            "from study.raycluster import cluster_has_gpus; from study.budgets import resolve_budget; "
+            "from study.orchestration.raycluster import cluster_has_gpus; "
+            "from study.orchestration.budgets import resolve_budget; "
             "print(resolve_budget('auto', cluster_has_gpus())[0])")
     done = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)

@@ -1,6 +1,6 @@
-"""Cross-lingual similarity (study.crosslingual) on the real translated STS-B files and the real encoder, and the
-selection constraint it feeds: Optuna's constrained search through Ray's OptunaSearch, and "best" in
-study.trials."""
+"""Cross-lingual similarity (study.evaluation.crosslingual) on the real translated STS-B files and the real encoder,
+and the selection constraint it feeds: Optuna's constrained search through Ray's OptunaSearch, and "best" in
+study.analysis.trials."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from study import crosslingual
-from study.data import XSTS_SPLIT_KEY, load_crosslingual_sts, load_stsb, split_indices
+from study.analysis.trials import best_trial, eligible_trials
 from study.errors import DataError
-from study.trials import best_trial, eligible_trials
+from study.evaluation import crosslingual
+from study.evaluation.data import XSTS_SPLIT_KEY, load_crosslingual_sts, load_stsb, split_indices
 
 
 def test_translated_pairs_split_like_tatoeba_with_one_permutation_for_every_language(data_dir):
@@ -110,7 +110,7 @@ def test_ray_optuna_search_hands_the_constraint_to_optuna_also_for_pruned_trials
     import optuna
 
     from search_spaces import load_space
-    from study.tuning import make_scheduler, make_searcher
+    from study.orchestration.tuning import make_scheduler, make_searcher
 
     def searcher():
         space = load_space("full")
@@ -128,17 +128,17 @@ def test_ray_optuna_search_hands_the_constraint_to_optuna_also_for_pruned_trials
     limiter.on_trial_complete("stopped", {"objective.robust": 0.2, crosslingual.CONSTRAINT: 0.01,
                                           "training_iteration": 1, "config/epochs": 3})
     study = limiter.searcher._ot_study
-    trials = {t.number: t for t in study.trials}
+    trials = {t.number: t for t in study.analysis.trials}
     assert [trials[i].constraints for i in range(3)] == [{"xsts": -0.004}, {"xsts": 0.03}, {"xsts": 0.01}]
     assert trials[2].state == optuna.trial.TrialState.PRUNED
     # Optuna's own view: the harmful trial, although its objective is higher, is not feasible
     from optuna.study._constrained_optimization import _get_feasible_trials
 
-    assert [t.number for t in _get_feasible_trials(study.trials)] == [0]
+    assert [t.number for t in _get_feasible_trials(study.analysis.trials)] == [0]
     limiter.save(str(tmp_path / "searcher.pkl"))
     restored = searcher()
     restored.restore(str(tmp_path / "searcher.pkl"))
-    assert [t.constraints for t in restored.searcher._ot_study.trials] == [t.constraints for t in study.trials]
+    assert [t.constraints for t in restored.searcher._ot_study.trials] == [t.constraints for t in study.analysis.trials]
 
 
 def _trial(ratio: float, robust: float, constraint: float | None, status: str = "FINISHED") -> dict:
@@ -158,8 +158,8 @@ def test_best_is_the_best_objective_among_the_trials_that_do_no_harm():
 
 
 def test_export_refuses_a_study_without_a_trial_that_does_no_harm_unless_one_is_named():
+    from study.analysis.exporting import choose_trial
     from study.errors import StudyError
-    from study.exporting import choose_trial
 
     harmful = dict(_trial(0.95, 0.74, 0.02), trial_id="t1", run_id="run1")
     with pytest.raises(StudyError, match="no finished trial meets the selection constraint") as err:
@@ -180,8 +180,8 @@ def test_export_help_says_the_best_is_chosen_on_the_selection_split():
 def test_every_budget_replicates_with_the_trials_own_attack():
     """A review found the cpu budget's trials attacking with PGD-2 and its replication with PGD-1, while the
     findings called the replication's attack "the trials' own"."""
-    from study.budgets import BUDGETS
-    from study.robustness import EvalConfig
+    from study.evaluation.robustness import EvalConfig
+    from study.orchestration.budgets import BUDGETS
 
     for name, budget in BUDGETS.items():
         trials = budget.eval.get("attack_steps", EvalConfig.attack_steps)
@@ -189,7 +189,7 @@ def test_every_budget_replicates_with_the_trials_own_attack():
 
 
 def test_the_summary_says_plainly_when_no_trial_meets_the_constraint():
-    from study.reporting import markdown_table
+    from study.analysis.reporting import markdown_table
 
     text = markdown_table([], None, None, ["ratio", "epsilon"])
     assert text.startswith("Best trial: none: no finished trial meets the selection constraint")

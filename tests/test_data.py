@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import study.data
-from study.data import (
+import study.evaluation.data
+from study.errors import DataError
+from study.evaluation.data import (
     ENV_DATA_DIR,
     load_english_pairs,
     load_msrp,
@@ -16,7 +17,6 @@ from study.data import (
     load_tatoeba,
     resolve_data_dir,
 )
-from study.errors import DataError
 
 
 def _raw_lines(path: Path) -> list[str]:
@@ -230,7 +230,7 @@ def test_resolve_data_dir_env_before_shared(tmp_path, monkeypatch):
 
 def test_resolve_data_dir_falls_back_to_shared_beside_the_repository(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_DATA_DIR, raising=False)
-    monkeypatch.setattr(study.data, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(study.evaluation.data, "REPO_ROOT", tmp_path / "repo")
     assert resolve_data_dir() is None  # no ../shared/data: the hub copies would be used
     (tmp_path / "shared" / "data").mkdir(parents=True)
     assert resolve_data_dir() == (tmp_path / "shared" / "data").resolve()
@@ -238,7 +238,7 @@ def test_resolve_data_dir_falls_back_to_shared_beside_the_repository(tmp_path, m
 
 def test_resolve_data_dir_real_layout(monkeypatch):
     monkeypatch.delenv(ENV_DATA_DIR, raising=False)
-    beside = Path(study.data.__file__).resolve().parent.parent.parent / "shared" / "data"
+    beside = Path(study.evaluation.data.__file__).resolve().parents[3] / "shared" / "data"
     assert resolve_data_dir() == (beside.resolve() if beside.is_dir() else None)
 
 

@@ -1,4 +1,4 @@
-"""study.distance on simulated replications built with the real classes: the ceiling no longer makes an
+"""study.analysis.distance on simulated replications built with the real classes: the ceiling no longer makes an
 association out of the same gain for every language, a real association is found, the sentence reads as an
 association either way, and languages without a selection-half figure are left out of the correlation."""
 
@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 
-from study import plots, stats
-from study.distance import distance_sentence, empirical_logit, language_distance
-from study.languages import GROUPS
+from study.analysis import plots
+from study.analysis.distance import distance_sentence, empirical_logit, language_distance
+from study.evaluation import stats
+from study.evaluation.languages import GROUPS
+from study.evaluation.robustness import lang_key
+from study.evaluation.stats import Interval
 from study.replicate import Comparison, ConfigResults
-from study.robustness import lang_key
-from study.stats import Interval
 
 LANGS = list(GROUPS["low"]) + list(GROUPS["high"])  # 26 languages, as a replication evaluates
 SENTENCES, SEEDS = 100, 3  # the cpu budget's report sentences per language; a few seeds
@@ -51,7 +52,7 @@ def _simulate(rng, logit_gain, untrained=(0.3, 0.98), sentences=SENTENCES, seeds
 
 
 def _old_points_analysis(analysis, reference):
-    """The first version's analysis (study.replicate before study.distance): the gain in points against the
+    """The first version's analysis (study.replicate before study.analysis.distance): the gain in points against the
     untrained accuracy on the same report sentences."""
     return stats.spearman_with_interval(
         [reference["metrics"][lang_key("report", lang, "l2e")] for lang in LANGS],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from study.tracking import (
+from study.orchestration.tracking import (
     DRIVER_LOST,
     ENDED_TAG,
     PARENT_TAG,

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from study.data import load_tatoeba
+from study.evaluation.data import load_tatoeba
 from trainables.attacks import RowStreams, make_attack, random_in_ball
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def swahili(encoder, data_dir):
 
 def _row_draws(encoder, token_ids, seeds, eps=0.1):
     """Each sentence's noise on its real tokens, drawn in one batch (`random_in_ball` with `RowStreams`)."""
-    from study.encoding import pad_batch
+    from study.encoder.embedding import pad_batch
 
     input_ids, mask = pad_batch(token_ids, encoder.pad_id, "cpu")
     with torch.no_grad():
@@ -170,7 +170,7 @@ def _aten_ops(run) -> Counter:
 def test_evaluation_noise_costs_the_same_kernels_for_4_or_64_sentences(encoder, swahili, how):
     """The noise of a batch is one vectorised draw: the operators an evaluation batch runs do not grow with its
     rows (they did: one generator and ~10 small kernels per sentence, each a synchronisation on a GPU)."""
-    from study.robustness import embed_perturbed
+    from study.evaluation.robustness import embed_perturbed
 
     wide = copy.copy(encoder)
     wide.max_tokens, wide.max_batch = 1 << 20, 1 << 10  # one batch whatever the rows

@@ -533,9 +533,9 @@ def test_rayjob_entrypoint_parses_with_the_study_cli(rayjob):
     words = shlex.split(rayjob["spec"]["entrypoint"])
     assert words[:3] == ["python", "-m", "study.run"], words[:3]
     try:
-        from study.settings import parse_args
+        from study.orchestration.settings import parse_args
     except ImportError as err:
-        pytest.skip(f"study.settings not importable here: {err}")
+        pytest.skip(f"study.orchestration.settings not importable here: {err}")
     args = parse_args(words[3:])
     assert args.address == "auto" and args.storage_path and args.out
 

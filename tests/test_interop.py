@@ -21,7 +21,7 @@ def test_in_batch_loss_equals_multiple_negatives_ranking_loss(temperature):
     from sentence_transformers.util import cos_sim
 
     gen = torch.Generator().manual_seed(0)
-    # the encoder's raw pooled outputs; the project normalises them (study.encoding), cos_sim does it itself
+    # the encoder's raw pooled outputs; the project normalises them (study.encoder.embedding), cos_sim does it itself
     raw_anchors = torch.randn(16, 384, generator=gen, requires_grad=True)
     raw_positives = (raw_anchors.detach() + 0.5 * torch.randn(16, 384, generator=gen)).requires_grad_()
     normalize = torch.nn.functional.normalize
@@ -63,9 +63,9 @@ def test_mteb_bitext_mining_agrees_with_the_project_evaluation(encoder, model_di
     from mteb.tasks.bitext_mining.multilingual.tatoeba_bitext_mining import TatoebaBitextMining
     from mteb.timing import TimingStack
 
-    from study.data import load_tatoeba
-    from study.exporting import sentence_model
-    from study.robustness import EvalConfig, evaluate_encoder
+    from study.analysis.exporting import sentence_model
+    from study.evaluation.data import load_tatoeba
+    from study.evaluation.robustness import EvalConfig, evaluate_encoder
 
     start = time.time()
     config = EvalConfig(langs=list(MTEB_LANGS), radii=(), typo_rates=(), max_sentences=MTEB_SENTENCES,

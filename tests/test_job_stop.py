@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from study.raycluster import HEAD_MARK, stop_ray_processes_under
+from study.orchestration.raycluster import HEAD_MARK, stop_ray_processes_under
 from studytools import REPO, free_port, run_cli, study_runs
 
 RAY = str(Path(sys.executable).with_name("ray"))

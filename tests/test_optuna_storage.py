@@ -25,7 +25,7 @@ def test_a_restored_searcher_has_each_trial_once_in_the_storage(tmp_path):
     """The driver dies after Tune's last snapshot of the searcher, having proposed one trial and told another
     since: the resumed searcher hands the lost proposal's parameters to Tune's next trial and does not tell a
     finished trial twice. No trial is duplicated or left RUNNING."""
-    from study.tuning import RAY_TRIAL_ATTR, make_searcher
+    from study.orchestration.tuning import RAY_TRIAL_ATTR, make_searcher
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     settings = dict(SETTINGS, num_samples=6, max_concurrent=6)
@@ -81,8 +81,8 @@ def test_more_pending_trials_than_slots_still_leaves_the_later_trials_to_tpe(tmp
     from ray.experimental import internal_kv
     from ray.tune.logger import JsonLoggerCallback
 
-    from study.raycluster import default_max_concurrent
-    from study.tuning import RAY_TRIAL_ATTR, make_searcher, startup_trials
+    from study.orchestration.raycluster import default_max_concurrent
+    from study.orchestration.tuning import RAY_TRIAL_ATTR, make_searcher, startup_trials
 
     space, samples = load_space("hybrid_ratio"), 12
     # the old default, every trial at once: every proposal is made before any trial finished, so none is modelled

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study.languages import GROUPS
+from study.evaluation.languages import GROUPS
+from study.evaluation.robustness import lang_key
 from study.replicate import Findings, Replica, analyse, choose_configs, findings, language_distance
-from study.robustness import lang_key
 from trainables.config import TrialConfig
 
 RADII = [0.05, 0.2]
@@ -123,8 +123,8 @@ XSTS = ("de", "fr")
 
 
 def _pairs(rng, score: np.ndarray, harm: float, para: float) -> dict:
-    """Per-pair cross-lingual measurements as study.crosslingual.evaluate_pairs keeps them: cosines that track the
-    gold score (less so with `harm`), paraphrase hits at rate `para` among the pairs scored >= 4."""
+    """Per-pair cross-lingual measurements as study.evaluation.crosslingual.evaluate_pairs keeps them: cosines that
+    track the gold score (less so with `harm`), paraphrase hits at rate `para` among the pairs scored >= 4."""
     strong = score >= 4
     return {"score": score.tolist(),
             "cos": {lang: (0.1 * score + (0.05 + harm) * rng.standard_normal(score.size)).tolist() for lang in XSTS},

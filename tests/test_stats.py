@@ -1,4 +1,4 @@
-"""study.stats on synthetic numbers whose answers are known by hand or from scipy."""
+"""study.evaluation.stats on synthetic numbers whose answers are known by hand or from scipy."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from study.stats import (
+from study.evaluation.stats import (
     Interval,
     bootstrap_accuracy_difference,
     format_interval,

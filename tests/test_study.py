@@ -7,10 +7,10 @@ import json
 import pytest
 
 from search_spaces import SPACE_NAMES, Choice, LogUniform, SearchSpace, Uniform, load_space
-from study.crosslingual import CONSTRAINT
+from study.analysis.trials import pareto_front
 from study.errors import ConfigError
-from study.tracking import PARENT_TAG
-from study.trials import pareto_front
+from study.evaluation.crosslingual import CONSTRAINT
+from study.orchestration.tracking import PARENT_TAG
 from studytools import mlflow_fluent_uri, run_cli, study_runs
 
 
@@ -36,7 +36,7 @@ def test_space_validates_and_samples_inside_bounds(name):
 
 def test_the_attack_space_samples_steps_and_step_size_only_for_the_methods_that_step(tmp_path):
     """Issue 14: FGSM ignores K and alpha/epsilon, so its trials must not spend search dimensions on them."""
-    from study.tuning import make_searcher, trial_param_space
+    from study.orchestration.tuning import make_searcher, trial_param_space
 
     space = load_space("attack")
     settings = dict(seed=0, num_samples=40, epochs=1, objective="robust", max_concurrent=40)
@@ -122,7 +122,7 @@ def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
                                                       + metrics["selection.xsts.vs_untrained_se"]))
     assert {"selection.xsts.mean", "report.xsts.mean", "report.xpara.mean"} <= set(reference)
     # ... and Optuna saw each trial's constraint through Ray's OptunaSearch (the searcher state Tune saved)
-    from study.tuning import make_searcher
+    from study.orchestration.tuning import make_searcher
 
     settings = json.loads((study_dir / "study.json").read_text())["settings"]
     searcher = make_searcher(settings, load_space(settings["space"]))
@@ -150,9 +150,9 @@ def check_lineage(study_dir, client, parent, children) -> None:
     import subprocess
     from pathlib import Path
 
-    from study.robustness import EvalConfig
-    from study.tracking import DATA_CONTEXT, NOTE_TAG
-    from study.trials import best_trial, load_trials
+    from study.analysis.trials import best_trial, load_trials
+    from study.evaluation.robustness import EvalConfig
+    from study.orchestration.tracking import DATA_CONTEXT, NOTE_TAG
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                           text=True).stdout.strip()
@@ -208,10 +208,10 @@ def test_export_writes_a_sentence_transformers_model_and_registers_it(smoke_stud
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from study.data import load_tatoeba
-    from study.exporting import is_tagged_figure, project_encoder
-    from study.models import resolve_model
-    from study.tracking import default_tracking_uri
+    from study.analysis.exporting import is_tagged_figure, project_encoder
+    from study.encoder.loading import resolve_model
+    from study.evaluation.data import load_tatoeba
+    from study.orchestration.tracking import default_tracking_uri
 
     study_dir, _ = smoke_study
     result = run_cli("study.export", str(study_dir), "--register", "xling-smoke")
@@ -327,7 +327,7 @@ def test_replicate_produces_the_findings_report(smoke_study):
 
 # ----------------------------------------------------------------------------- early stopping and the searcher
 def _searcher_and_scheduler(space_name: str = "full"):
-    from study.tuning import make_scheduler, make_searcher
+    from study.orchestration.tuning import make_scheduler, make_searcher
 
     space = load_space(space_name)
     settings = dict(seed=0, num_samples=8, epochs=1, objective="robust", max_concurrent=8)
@@ -358,7 +358,7 @@ def test_a_stopped_trial_is_pruned_with_its_last_value_and_a_one_epoch_trial_com
 def test_asha_never_stops_the_baseline_and_its_records_survive_a_restore(tmp_path):
     from ray.tune.experiment import Trial
 
-    from study.tuning import rung_records
+    from study.orchestration.tuning import rung_records
 
     limiter, scheduler = _searcher_and_scheduler()
     trials = {name: Trial("__fake", config={"ratio": ratio, "epochs": 3}, stub=True)

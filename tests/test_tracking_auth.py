@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from study.tracking import EXPERIMENT
+from study.orchestration.tracking import EXPERIMENT
 from studytools import REPO, free_port, mlflow_server, postgres_server, run_cli, study_runs
 
 AUTH_INI = REPO / "infra" / "mlflow" / "basic_auth.ini"
@@ -162,7 +162,7 @@ def test_an_mlflow_error_does_not_quote_a_password_from_the_uri(monkeypatch):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from study.tracking import client_for
+    from study.orchestration.tracking import client_for
 
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
         monkeypatch.setenv(key, "placeholder")  # so that monkeypatch puts back their absence, whatever client_for sets
@@ -184,7 +184,7 @@ def test_an_mlflow_error_does_not_quote_a_password_from_the_uri(monkeypatch):
 
 def test_credentials_in_the_storage_path_are_refused_in_one_line(tmp_path):
     from study.errors import StorageError
-    from study.studydir import check_storage
+    from study.orchestration.studydir import check_storage
 
     secret = "secret-" + secrets.token_urlsafe(12)
     study_dir = tmp_path / "keys"

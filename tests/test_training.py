@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
-from study.data import load_english_pairs
-from study.encoding import pad_batch, sentence_embedding
+from study.encoder.embedding import pad_batch, sentence_embedding
 from study.errors import ConfigError
+from study.evaluation.data import load_english_pairs
 from trainables.attacks import FGSM, PGD, FreeLB, RandomPerturbation, make_attack, random_in_ball
 from trainables.hybrid import PairBatch, adversarial_count, choose_adversarial, hybrid_step, plain_step
 from trainables.losses import InBatchContrastiveLoss
@@ -361,7 +361,7 @@ def test_adversarial_sentences_train_the_word_embedding_table_for_every_method(s
 def test_special_tokens_and_prefix_stay_out_of_the_perturbation(scratch, batches, monkeypatch):
     """perturb_special=False (the default): [CLS], [SEP] and the "query: " prefix are never moved, in training
     (hybrid_step with the encoder's perturbable_mask) and in the evaluation attack and noise."""
-    from study import robustness
+    from study.evaluation import robustness
     from trainables.config import DEFAULTS
 
     assert DEFAULTS.perturb_special is False and robustness.EvalConfig().perturb_special is False
@@ -400,9 +400,9 @@ def test_special_tokens_and_prefix_stay_out_of_the_perturbation(scratch, batches
 
 
 def test_trials_evaluate_at_the_same_length_as_the_untrained_reference(model_dir, data_dir):
-    """The untrained reference row (study.robustness.evaluate_model) and a trial's evaluation tokenise alike,
+    """The untrained reference row (study.evaluation.robustness.evaluate_model) and a trial's evaluation tokenise alike,
     whatever the trial trains at; the training length defaults to the same constant."""
-    from study.encoding import MAX_LENGTH, Encoder
+    from study.encoder.embedding import MAX_LENGTH, Encoder
     from trainables.config import DEFAULTS
 
     assert DEFAULTS.max_seq_len == MAX_LENGTH
@@ -420,7 +420,7 @@ def test_the_paraphrase_check_counts_a_retrieved_copy_of_the_gold_sentence(encod
     (argmax returns the first of identical rows, so by index the later copies could never be retrieved)."""
     from collections import Counter
 
-    from study.robustness import paraphrase_hits, retrieval_hits
+    from study.evaluation.robustness import paraphrase_hits, retrieval_hits
 
     pairs = load_english_pairs("test", data_dir)
     counts = Counter(pairs["positive"])
@@ -440,8 +440,8 @@ def test_the_paraphrase_check_counts_a_retrieved_copy_of_the_gold_sentence(encod
 def test_strong_attack_is_at_least_as_strong_as_the_cheap_one_and_stays_in_the_ball(encoder, data_dir):
     """RestartPGD on the margin to the nearest wrong candidate (the evaluation's strong attack) against the
     per-trial PGD-3 on the cosine to the gold, on the same 24 Swahili sentences and radius."""
-    from study.data import load_tatoeba
-    from study.robustness import embed_perturbed, margin_to_nearest_wrong, retrieval_accuracy
+    from study.evaluation.data import load_tatoeba
+    from study.evaluation.robustness import embed_perturbed, margin_to_nearest_wrong, retrieval_accuracy
     from trainables.attacks import RestartPGD
 
     pairs = load_tatoeba("swh", data_dir, 24)
@@ -529,7 +529,7 @@ def test_rs_da_without_wordnet_is_one_line_naming_the_package(model_dir, data_di
 def test_a_sentence_survives_the_strong_attack_only_if_it_survives_the_cheap_one(encoder, data_dir):
     """The two attacks start from different random points, so on its own the strong one can miss a sentence the
     cheap one breaks; the strong figure counts the per-sentence minimum, so it bounds the cheap one."""
-    from study.robustness import EvalConfig, QuerySet, evaluate_query_sets
+    from study.evaluation.robustness import EvalConfig, QuerySet, evaluate_query_sets
 
     config = EvalConfig(langs=["swh"], max_sentences=24, radii=(0.05, 0.1), attack_steps=2, strong_attack=True,
                         strong_steps=2, strong_restarts=1)
@@ -544,10 +544,16 @@ def test_a_sentence_survives_the_strong_attack_only_if_it_survives_the_cheap_one
 
 
 def test_evaluation_figures_do_not_depend_on_how_languages_are_batched(encoder, data_dir):
-    """The evaluation encodes every language and split together (study.robustness.evaluate_query_sets); each
+    """The evaluation encodes every language and split together (study.evaluation.robustness.evaluate_query_sets); each
     language's figures, hits included, must equal those of evaluating it alone, in batches of another size: the
     draws are per sentence, and the noise figure is the attack's random start, the same as a noise pass."""
-    from study.robustness import EvalConfig, QuerySet, embed_perturbed, evaluate_query_sets, retrieval_accuracy
+    from study.evaluation.robustness import (
+        EvalConfig,
+        QuerySet,
+        embed_perturbed,
+        evaluate_query_sets,
+        retrieval_accuracy,
+    )
 
     config = EvalConfig(langs=["swh", "uig"], max_sentences=12, radii=(0.05, 0.5), attack_steps=2)
     sets = [QuerySet.load(encoder, lang, split, config, data_dir) for lang in config.langs

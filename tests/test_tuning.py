@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from search_spaces import load_space
-from study import tracking
+from study.orchestration import tracking
 from trainables.config import DEFAULTS
 
 # ratio -> (epochs, objective at every epoch), in the order the trials run
@@ -52,7 +52,13 @@ def designed_study(tmp_path_factory):
     import ray
     from ray import tune
 
-    from study.tuning import STUDY_EXPERIMENT, _run_config, make_scheduler, make_searcher, trial_param_space
+    from study.orchestration.tuning import (
+        STUDY_EXPERIMENT,
+        _run_config,
+        make_scheduler,
+        make_searcher,
+        trial_param_space,
+    )
 
     work = tmp_path_factory.mktemp("designed")
     space = load_space("full")
@@ -95,7 +101,7 @@ def test_searched_epochs_end_complete_stopped_trials_pruned_with_their_last_valu
     assert trials[0.3].value == 0.2, "a 1-epoch trial is told COMPLETE with its final value"
     assert trials[0.7].intermediate_values == {1: 0.05}, "the stopping epoch's value reaches Optuna"
     # ... and the study's Optuna storage holds the same: one trial per Ray trial, ASHA's stop PRUNED
-    from study.tuning import RAY_TRIAL_ATTR
+    from study.orchestration.tuning import RAY_TRIAL_ATTR
 
     stored = optuna.load_study(study_name="designed", storage=designed_study["optuna_storage"]).get_trials()
     assert {round(t.params["ratio"], 2): t.state for t in stored} == states and len(stored) == len(DESIGN)

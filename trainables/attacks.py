@@ -19,7 +19,7 @@ perturbations and the caller does not run a final pass over the perturbed inputs
 
 `mask` says which positions the attack may move: the caller passes the attention mask, or (the default of
 `TrialConfig.perturb_special` and `EvalConfig.perturb_special`) the attention mask without [CLS], [SEP] and the
-"query: " prefix (`study.encoding.Encoder.perturbable_mask`), so the budget goes to the sentence's own words.
+"query: " prefix (`study.encoder.embedding.Encoder.perturbable_mask`), so the budget goes to the sentence's own words.
 
 Two more, outside the embedding-space interface above:
   RestartPGD, the strong evaluation attack: PGD with random restarts on a per-example loss (the evaluation

@@ -3,8 +3,8 @@
 `TrialConfig` is what the trainable runs. A search space may search any field that carries a rule
 (`within` a range or one of `choices`); the others are set by the driver. From this class derive: the
 search spaces' validation (search_spaces), the Ray param space and the progress table's columns
-(study.tuning), the MLflow parameters of a child run (study.tracking), the report's searched-parameter
-list (study.reporting) and the replication's configurations (study.replicate).
+(study.orchestration.tuning), the MLflow parameters of a child run (study.orchestration.tracking), the report's
+searched-parameter list (study.analysis.reporting) and the replication's configurations (study.replicate).
 
 Ray hands the trainable a plain dict; `TrialConfig.from_dict` turns it back into this class and refuses
 keys it does not know, so a typo never runs silently with a default.
@@ -17,9 +17,9 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.encoding import MAX_LENGTH
+from study.encoder.embedding import MAX_LENGTH
 from study.errors import ConfigError
-from study.robustness import EvalConfig
+from study.evaluation.robustness import EvalConfig
 from trainables.attacks import ATTACKS, NORMS
 
 
@@ -65,7 +65,7 @@ class TrialConfig:
     max_seq_len: int = _knob(MAX_LENGTH, within=(int, 8, 512))  # tokens per training sentence, prefix included
     seed: int = _knob(0, within=(int, 0, 2**31))  # weights are shared; seeds the split, attacks and order
     # -- set by the driver
-    model: str = _set_by_driver("multilingual-e5-small")  # model directory or hub id (study.models)
+    model: str = _set_by_driver("multilingual-e5-small")  # model directory or hub id (study.encoder.loading)
     data_dir: str | None = _set_by_driver(None, param=False)  # None: $STUDY_DATA_DIR or ../shared/data
     eval: EvalConfig = _set_by_driver(factory=EvalConfig, param=False)  # what every epoch's evaluation measures
     eval_every_epoch: bool = _set_by_driver(True)  # False: after the last epoch only (replicas: no early stop)

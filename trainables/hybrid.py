@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from study.encoding import pad_batch, sentence_embedding
+from study.encoder.embedding import pad_batch, sentence_embedding
 from trainables.attacks import EmbeddingAttack, SynonymSubstitution
 from trainables.losses import InBatchContrastiveLoss
 

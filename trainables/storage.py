@@ -12,12 +12,14 @@ import json
 import os
 
 HITS_FILE = "hits.json"
-WEIGHTS_FILE = "trainable_weights.safetensors"  # a checkpoint's trainable parameters (study.exporting reads it)
+# a checkpoint's trainable parameters (study.analysis.exporting reads it)
+WEIGHTS_FILE = "trainable_weights.safetensors"
 
 
 def read_hits(checkpoint) -> dict:
     """What a trial's last evaluation put into its checkpoint: {"hits": per-sentence Tatoeba hits, {lang: {figure:
-    [0/1, ...]}}, "pairs": per-pair cross-lingual measurements (`study.crosslingual.evaluate_pairs`) or None}."""
+    [0/1, ...]}}, "pairs": per-pair cross-lingual measurements
+    (`study.evaluation.crosslingual.evaluate_pairs`) or None}."""
     with checkpoint.as_directory() as directory:
         with open(os.path.join(directory, HITS_FILE)) as f:
             return json.load(f)

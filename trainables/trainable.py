@@ -22,11 +22,11 @@ import time
 import torch
 from safetensors.torch import load_file, save_file
 
-from study.crosslingual import untrained_measurements
-from study.data import load_english_pairs, resolve_data_dir
-from study.encoding import Encoder
-from study.models import resolve_model
-from study.robustness import evaluate_encoder, tune_result
+from study.encoder.embedding import Encoder
+from study.encoder.loading import resolve_model
+from study.evaluation.crosslingual import untrained_measurements
+from study.evaluation.data import load_english_pairs, resolve_data_dir
+from study.evaluation.robustness import evaluate_encoder, tune_result
 from trainables.attacks import make_attack
 from trainables.config import TrialConfig
 from trainables.hybrid import PairBatch, hybrid_step

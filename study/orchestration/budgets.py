@@ -1,6 +1,6 @@
 """How big a study and its replication are: one table, `BUDGETS`, chosen by `study.run --budget`.
 
-`eval` and `replication_eval` feed `study.robustness.EvalConfig` (the study's and the replication's
+`eval` and `replication_eval` feed `study.evaluation.robustness.EvalConfig` (the study's and the replication's
 evaluation, fixed for all their trials); `train` overrides `trainables.config.TrialConfig` defaults for every
 trial, unless the search space searches the key.
 """

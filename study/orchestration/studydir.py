@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from study.errors import StorageError, StudyError
-from study.tracking import credentials_to_env, default_tracking_uri, has_password, redact
+from study.orchestration.tracking import credentials_to_env, default_tracking_uri, has_password, redact
 
 STUDY_FILE = "study.json"
 REFERENCE_FILE = "reference.json"

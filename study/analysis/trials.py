@@ -7,9 +7,9 @@ the child runs of the study's parent run.
 
 from __future__ import annotations
 
-from study.crosslingual import CONSTRAINT
-from study.robustness import objective_metric
-from study.tracking import PARENT_TAG, TRIAL_TAG
+from study.evaluation.crosslingual import CONSTRAINT
+from study.evaluation.robustness import objective_metric
+from study.orchestration.tracking import PARENT_TAG, TRIAL_TAG
 
 
 def _value(text: str):
@@ -38,8 +38,8 @@ def rank_trials(trials: list[dict], objective: str) -> list[dict]:
 
 def meets_constraint(trial: dict) -> bool:
     """Whether a trial does no harm: its cross-lingual similarity on the selection half is no worse than the
-    untrained encoder's, within the tolerance (CONSTRAINT <= 0, study.crosslingual). A study that did not measure
-    it (no translated pairs) constrains nothing."""
+    untrained encoder's, within the tolerance (CONSTRAINT <= 0, study.evaluation.crosslingual). A study that did not
+    measure it (no translated pairs) constrains nothing."""
     return trial["metrics"].get(CONSTRAINT, 0.0) <= 0
 
 

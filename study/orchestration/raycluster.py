@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from study.errors import ClusterError, StorageError
-from study.studydir import REFERENCE_FILE, write_json
+from study.orchestration.studydir import REFERENCE_FILE, write_json
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -245,7 +245,7 @@ def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float, num_sam
     fewer than the cluster holds now, nor more than the study's trials."""
     import ray
 
-    from study.tuning import startup_trials
+    from study.orchestration.tuning import startup_trials
 
     now = max(1, trial_slots(ray.cluster_resources(), cpus_per_trial, gpus_per_trial))
     if not joined:
@@ -270,7 +270,7 @@ def evaluate_on_cluster(settings: dict, eval_config: dict, path: Path, what: str
         return json.loads(path.read_text())
     import ray
 
-    from study.robustness import evaluate_model
+    from study.evaluation.robustness import evaluate_model
 
     print(f"evaluating the untrained encoder ({what}) ...", file=sys.stderr)
     # before the trials start, the reference may use every core of one node (up to 8); a task asking for

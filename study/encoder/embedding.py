@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from study.models import QUERY_PREFIX
+QUERY_PREFIX = "query: "  # the e5 convention, on both sides of a symmetric task (bitext retrieval)
 
 # Tokens per sentence, prefix and special tokens included, wherever a sentence is tokenised: the trials'
 # training (TrialConfig.max_seq_len's default), every evaluation (trials, the untrained reference, study.evaluate).

@@ -2,7 +2,8 @@
 beside retrieval robustness, so that a configuration that buys attacked retrieval with graded similarity across
 languages is seen.
 
-Data: STS-B dev machine-translated (`study.data.load_crosslingual_sts`). For each language X of XSTS_LANGS, the
+Data: STS-B dev machine-translated (`study.evaluation.data.load_crosslingual_sts`). For each language X of XSTS_LANGS,
+the
 English sentence 1 of a pair is compared with sentence 2 translated into X. On the pairs of one split S (split as
 Tatoeba is, one permutation for all languages: the two halves share no English sentence), keys:
   S.xsts.<X>      Spearman of cos(en s1, X s2) against the gold score (0-5)
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from study import stats
-from study.data import STSB_MIN_SCORE, load_crosslingual_sts
+from study.evaluation import stats
+from study.evaluation.data import STSB_MIN_SCORE, load_crosslingual_sts
 
 XSTS_LANGS = ("de", "es", "fr", "it", "nl", "pt")  # the translations stsb-multi-mt ships beside the English dev set
 CONSTRAINT = "constraint.xsts"  # <= 0: no worse than the untrained encoder (Optuna's sign convention)
@@ -55,7 +56,7 @@ def evaluate_pairs(encoder, pairs: dict) -> dict:
     "para": {lang: per-query paraphrase hit (0/1), for the pairs scored >= 4}}."""
     from scipy.stats import spearmanr
 
-    from study.robustness import paraphrase_hits
+    from study.evaluation.robustness import paraphrase_hits
 
     score = np.asarray(pairs["score"])
     paraphrase = np.flatnonzero(score >= STSB_MIN_SCORE)

@@ -225,7 +225,7 @@ def resolve_languages(langs: str | list[str] | None = None, group: str | None = 
         bad = ", ".join(repr(c) for c in unknown)
         noun = "code" if len(unknown) == 1 else "codes"
         raise ValueError(
-            f"unknown language {noun} {bad} (valid: the 112 Tatoeba codes; see study.languages.LANGUAGES)"
+            f"unknown language {noun} {bad} (valid: the 112 Tatoeba codes; see study.evaluation.languages.LANGUAGES)"
         )
     return list(dict.fromkeys(codes))
 

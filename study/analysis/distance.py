@@ -45,12 +45,13 @@ import math
 
 import numpy as np
 
-from study import stats
-from study.languages import LANGUAGES
-from study.robustness import lang_key
+from study.evaluation import stats
+from study.evaluation.languages import LANGUAGES
+from study.evaluation.robustness import lang_key
 
 EPSILON = 0.005  # the clip of an accuracy before its logit when no sentence count is known
-MIN_LANGUAGES = 3  # the fewest languages a rank correlation is computed on (study.stats.spearman_with_interval)
+# the fewest languages a rank correlation is computed on (study.evaluation.stats.spearman_with_interval)
+MIN_LANGUAGES = 3
 
 
 def empirical_logit(p: float, trials: float | None) -> float:

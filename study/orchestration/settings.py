@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 
 from search_spaces import SPACE_NAMES, load_space
-from study.budgets import resolve_budget
-from study.crosslingual import XSTS_LANGS
-from study.data import load_crosslingual_sts, load_english_pairs, load_tatoeba, resolve_data_dir
 from study.errors import ConfigError, UsageError
-from study.languages import resolve_languages
-from study.robustness import OBJECTIVES, EvalConfig
-from study.studydir import check_storage
+from study.evaluation.crosslingual import XSTS_LANGS
+from study.evaluation.data import load_crosslingual_sts, load_english_pairs, load_tatoeba, resolve_data_dir
+from study.evaluation.languages import resolve_languages
+from study.evaluation.robustness import OBJECTIVES, EvalConfig
+from study.orchestration.budgets import resolve_budget
+from study.orchestration.studydir import check_storage
 from trainables.attacks import ATTACKS
 from trainables.synonyms import load_wordnet
 
@@ -117,7 +117,7 @@ def check_optuna_storage(url: str) -> str:
     connected to. Nothing is written."""
     import sqlalchemy
 
-    from study.tracking import has_password, redact
+    from study.orchestration.tracking import has_password, redact
 
     if has_password(url):
         raise UsageError(f"--optuna-storage {redact(url)}: no password in the URL (it would be printed and saved "

@@ -216,7 +216,7 @@ def check_parent_run(client, parent: str, uri: str) -> None:
 def numeric_metrics(result: dict) -> dict[str, float]:
     """The figures of a Ray result worth logging (numbers, the per-language ones unpacked, minus Ray's
     bookkeeping)."""
-    from study.robustness import unpack_result
+    from study.evaluation.robustness import unpack_result
 
     result = unpack_result(result)
     skip = {TRAINING_ITERATION, "time_this_iter_s", "time_total_s", "timestamp", "pid", "time_since_restore",
@@ -253,7 +253,8 @@ WHOLE_FILE_CONTEXTS = ("training", "english_check")
 def trial_datasets(config, context: str) -> list:
     """The `mlflow.entities.DatasetInput`s of one context of a trial (`config`: its TrialConfig): one dataset per
     file (name: its path in the data directory, with the split read, for a Tatoeba split; source: its file URI;
-    digest: `study.data.file_digest`), tagged mlflow.data.context. Only the files the trial reads: its evaluation
+    digest: `study.evaluation.data.file_digest`), tagged mlflow.data.context. Only the files the trial reads: its
+    evaluation
     languages, its translated STS-B languages, the English check if it runs. Called in the driver: the digests
     describe the driver's copy of the data directory (on a cluster whose nodes share no disk, each node reads its
     own copy). Hub data (no data directory): none."""
@@ -261,7 +262,7 @@ def trial_datasets(config, context: str) -> list:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
-    from study import data
+    from study.evaluation import data
 
     try:
         data_dir = data.resolve_data_dir(config.data_dir) if config.data_dir else data.resolve_data_dir()
@@ -452,9 +453,9 @@ def _searched(space, key: str) -> str:
 def study_note(settings: dict, study_dir: Path, best: dict | None = None, answered: bool = False) -> str:
     """The parent run's description (Markdown): what the study asks (space, r and epsilon ranges, objective,
     constraint, budget, languages, data) and where it answers (the report); `answered`: with the best trial's
-    line (`best`, as study.trials gives it; None: no trial met the constraint)."""
+    line (`best`, as study.analysis.trials gives it; None: no trial met the constraint)."""
     from search_spaces import load_space
-    from study.robustness import objective_metric
+    from study.evaluation.robustness import objective_metric
 
     space = load_space(settings["space"], settings.get("ranges") or {})
     report = Path(study_dir).resolve() / "report" / "summary.md"
@@ -492,15 +493,12 @@ def study_note(settings: dict, study_dir: Path, best: dict | None = None, answer
     return "\n".join(lines)
 
 
-def describe_study(client, parent: str, settings: dict, study_dir: Path, experiment: str | None = None) -> None:
-    """Set the study's description on its parent run; with `experiment`, once the trials are done: with the best
-    trial's line (`study.trials.best_trial`, read back from MLflow)."""
-    best = None
-    if experiment is not None:
-        from study.trials import best_trial, load_trials
-
-        best = best_trial(load_trials(client, experiment, parent), settings["objective"])
-    client.set_tag(parent, NOTE_TAG, study_note(settings, study_dir, best, answered=experiment is not None))
+def describe_study(client, parent: str, settings: dict, study_dir: Path, best: dict | None = None,
+                   answered: bool = False) -> None:
+    """Set the study's description on its parent run; `answered`, once the trials are done: with the best
+    trial's line (`best`, `study.analysis.trials.best_trial` read back from MLflow; None: no trial met the
+    constraint)."""
+    client.set_tag(parent, NOTE_TAG, study_note(settings, study_dir, best, answered=answered))
 
 
 def git_commit() -> str:

@@ -1,6 +1,6 @@
 """Per-language zero-shot retrieval robustness, the figures the study optimises and people quote.
 
-For each language L paired with English (Tatoeba), on the sentences of one split S (study.data.SPLITS:
+For each language L paired with English (Tatoeba), on the sentences of one split S (study.evaluation.data.SPLITS:
 selection, which the study's objective and ASHA see; report, which only the final evaluation sees; all),
 over the candidate pool of that split, keys S.acc.L.<figure> (shown below without the S.):
   acc.L.l2e / acc.L.e2l      accuracy@1 of L->English and English->L (cosine of normalised embeddings)
@@ -19,7 +19,7 @@ Attacks and noise leave [CLS], [SEP] and the "query: " prefix alone (EvalConfig.
   that the strong figure bounds the cheap one from below.
 Group means (S.group.<low|high>.<figure>), the English source-language check (en.paraphrase_acc: paraphrase
 retrieval accuracy@1 on STS-B test pairs with score >= 4 and MSRP test pairs labelled 1; en.stsb_spearman),
-cross-lingual similarity on translated STS-B (S.xsts.<X>, S.xpara.<X> and their means: study.crosslingual),
+cross-lingual similarity on translated STS-B (S.xsts.<X>, S.xpara.<X> and their means: study.evaluation.crosslingual),
 and the objectives, always of the evaluation's own split, the selection split in a study's trials
 (objective.robust = S.group.low.robust, objective.clean = S.group.low.clean, objective.xsts = S.xsts.mean).
 
@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from study import crosslingual
-from study.crosslingual import XSTS_LANGS
-from study.data import SPLITS, load_english_pairs, load_stsb, load_tatoeba, resolve_data_dir
-from study.encoding import Encoder, sentence_embedding
+from study.encoder.embedding import Encoder, sentence_embedding
 from study.errors import ConfigError
-from study.languages import in_group, resolve_languages
+from study.evaluation import crosslingual
+from study.evaluation.crosslingual import XSTS_LANGS
+from study.evaluation.data import SPLITS, load_english_pairs, load_stsb, load_tatoeba, resolve_data_dir
+from study.evaluation.languages import in_group, resolve_languages
 from trainables.attacks import PGD, RestartPGD, RowStreams, random_in_ball
 
 # Calibrated on the untrained encoder (Swahili, 200 sentences, PGD-3, L2 per token; word vectors have norm
@@ -71,7 +71,7 @@ class EvalConfig:
     langs: list[str] = field(default_factory=lambda: resolve_languages())
     radii: tuple[float, ...] = DEFAULT_RADII
     typo_rates: tuple[float, ...] = DEFAULT_TYPO_RATES
-    split: str = "selection"  # the Tatoeba sentences evaluated (study.data.SPLITS); trials: selection
+    split: str = "selection"  # the Tatoeba sentences evaluated (study.evaluation.data.SPLITS); trials: selection
     max_sentences: int | None = None  # per language, of the split; None = all of it
     attack_steps: int = 3
     english_check: bool = True
@@ -86,7 +86,8 @@ class EvalConfig:
     strong_attack: bool = False
     strong_steps: int = 20
     strong_restarts: int = 3
-    # cross-lingual similarity (study.crosslingual): translated STS-B pairs of these languages ((): not measured),
+    # cross-lingual similarity (study.evaluation.crosslingual): translated STS-B pairs of these languages ((): not
+    # measured),
     # the first max_xsts_pairs of the split's (None: all of its 750)
     xsts_langs: tuple[str, ...] = XSTS_LANGS
     max_xsts_pairs: int | None = None
@@ -479,9 +480,9 @@ def evaluate_encoder(encoder: Encoder, config: EvalConfig, data_dir: Path | None
 
 
 def evaluate_model(model: str, data_dir: str | None, eval_config: dict, also_report: bool = False) -> dict:
-    """Load `model` (a name for `study.models.resolve_model`) and evaluate it: the untrained encoder's
+    """Load `model` (a name for `study.encoder.loading.resolve_model`) and evaluate it: the untrained encoder's
     reference row, with the trials' own evaluation settings (and, `also_report`, the report split too)."""
-    from study.models import resolve_model
+    from study.encoder.loading import resolve_model
 
     encoder = Encoder.load(resolve_model(model))
     directory = resolve_data_dir(data_dir) if data_dir else resolve_data_dir()

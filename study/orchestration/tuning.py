@@ -18,9 +18,9 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from study.crosslingual import CONSTRAINT
-from study.robustness import PARETO_METRICS, objective_metric
-from study.studydir import ray_storage
+from study.evaluation.crosslingual import CONSTRAINT
+from study.evaluation.robustness import PARETO_METRICS, objective_metric
+from study.orchestration.studydir import ray_storage
 from trainables.config import DEFAULTS, KEYS, TrialConfig, column_label
 
 STUDY_EXPERIMENT = "tune"  # ray/tune: the study's trials
@@ -41,7 +41,7 @@ def base_trial_config(settings: dict, space) -> TrialConfig:
     """The configuration every trial of the study shares, before Optuna sets the searched keys. Precedence:
     TrialConfig defaults < the space's fixed keys < the budget's and the command line's settings (a key the
     space searches is left to the search)."""
-    from study.robustness import EvalConfig
+    from study.evaluation.robustness import EvalConfig
 
     overrides = {**space.fixed, **settings.get("train", {}), "epochs": settings["epochs"]}
     if settings.get("method"):
@@ -91,7 +91,7 @@ _restoring_study_dir: Path | None = None
 def optuna_study_name(study_dir: Path) -> str:
     """The study's name in its Optuna storage: the folder's name and its MLflow parent run, so that studies
     sharing one database (--optuna-storage) never share a name."""
-    from study.studydir import STUDY_FILE, load_study
+    from study.orchestration.studydir import STUDY_FILE, load_study
 
     study_dir = Path(study_dir)
     parent = load_study(study_dir).get("parent_run_id") if (study_dir / STUDY_FILE).is_file() else None
@@ -110,7 +110,7 @@ class StudyOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, with the selection constraint and two repairs for early stopping:
 
     - Each trial's CONSTRAINT (no worse than the untrained encoder at cross-lingual similarity, within its
-      tolerance: study.crosslingual) is set on its Optuna trial (`Trial.set_constraint`, Optuna's constrained
+      tolerance: study.evaluation.crosslingual) is set on its Optuna trial (`Trial.set_constraint`, Optuna's constrained
       optimisation) before it is told, so TPE models infeasible trials apart from the feasible ones.
     - A trial ASHA stopped is told to Optuna as PRUNED, after its last value is reported (Ray skips
       `on_trial_result` for the result that triggered the stop), not COMPLETE with an early epoch's value as if
@@ -316,7 +316,7 @@ def study_tuner(settings: dict, study_dir: Path, callback):
     trainable = _trainable(settings)
     storage = ray_storage(settings, study_dir)
     state = f"{storage}/{STUDY_EXPERIMENT}"  # a path or a URI (s3://...): Ray reads both
-    from study.studydir import claim_ray_storage
+    from study.orchestration.studydir import claim_ray_storage
 
     claim_ray_storage(storage, settings.get("study_id"))  # this study's Tune state, or none yet; never another's
     if tune.Tuner.can_restore(state):

@@ -11,7 +11,8 @@ it to the parent run:
                             cross-lingual similarity
   importances.json          Optuna's parameter importances for the objective, from the study's Optuna storage
   best_config.json          the best trial's configuration
-The best trial (`study.trials.best_trial`) is the best by the objective among the trials that meet the selection
+The best trial (`study.analysis.trials.best_trial`) is the best by the objective among the trials that meet the
+selection
 constraint, both measured on the selection split; every figure the summary and the heatmap and radius curves
 quote is from the report split (REPORTED_SPLIT), which the search never saw. One trial chosen from many still
 carries the luck of its seed: `study.replicate` measures that.
@@ -24,13 +25,20 @@ import json
 from pathlib import Path
 
 from search_spaces import load_space
-from study import plots
-from study.crosslingual import CONSTRAINT, TOLERANCE_SE, XSTS_LANGS, xsts_key
+from study.analysis import plots
+from study.analysis.trials import (
+    best_trial,
+    finished_baseline,
+    load_trials,
+    meets_constraint,
+    pareto_front,
+    rank_trials,
+)
 from study.errors import StudyError
-from study.languages import LANGUAGES, group_of
-from study.robustness import DEFAULT_RADII, PARETO_METRICS, group_key, lang_key, objective_metric
-from study.studydir import REFERENCE_FILE, load_study, tracking_uri, write_json
-from study.trials import best_trial, finished_baseline, load_trials, meets_constraint, pareto_front, rank_trials
+from study.evaluation.crosslingual import CONSTRAINT, TOLERANCE_SE, XSTS_LANGS, xsts_key
+from study.evaluation.languages import LANGUAGES, group_of
+from study.evaluation.robustness import DEFAULT_RADII, PARETO_METRICS, group_key, lang_key, objective_metric
+from study.orchestration.studydir import REFERENCE_FILE, load_study, tracking_uri, write_json
 
 
 def described_keys(settings: dict) -> list[str]:
@@ -40,7 +48,7 @@ def described_keys(settings: dict) -> list[str]:
     return [*space.space, *space.fixed]
 
 
-REPORTED_SPLIT = "report"  # the Tatoeba sentences the summary quotes (study.data.SPLITS)
+REPORTED_SPLIT = "report"  # the Tatoeba sentences the summary quotes (study.evaluation.data.SPLITS)
 
 
 def summary_rows(langs: list[str], reference: dict, baseline: dict | None, best: dict | None,
@@ -154,14 +162,14 @@ def trials_table(trials: list[dict], reference: dict, best: dict | None, keys: l
 def param_importances(study_dir: Path, settings: dict) -> dict[str, float]:
     """Optuna's mean-decrease-impurity importances of the searched keys, from the study's own Optuna study (its
     storage: STUDY_DIR/optuna.db or --optuna-storage), over the trials Optuna was told COMPLETE (those ASHA
-    stopped are PRUNED, failed ones FAIL: left out, as `study.trials.rank_trials` leaves them out) with their
+    stopped are PRUNED, failed ones FAIL: left out, as `study.analysis.trials.rank_trials` leaves them out) with their
     stored distributions (categorical `method`, log scales, conditional keys where every trial has them). The
     target is the study's objective: the value of a single-objective study; in a pareto study, the objective
     that ranks its trials (`objective_metric`). {} for a study without an Optuna storage or with too few
     finished trials."""
     import optuna
 
-    from study.tuning import open_optuna_storage, optuna_storage_url, optuna_study_name
+    from study.orchestration.tuning import open_optuna_storage, optuna_storage_url, optuna_study_name
 
     url = optuna_storage_url(settings, study_dir)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
@@ -184,8 +192,8 @@ def param_importances(study_dir: Path, settings: dict) -> dict[str, float]:
 
 def build_report(study_dir: Path, client=None, print_table: bool = False, uri: str | None = None) -> Path:
     """Write the report into STUDY_DIR/report and log it to the parent run. Returns the report folder.
-    The tracking store: `client`, else `uri`, else the study's own (`study.studydir.tracking_uri`)."""
-    from study import tracking
+    The tracking store: `client`, else `uri`, else the study's own (`study.orchestration.studydir.tracking_uri`)."""
+    from study.orchestration import tracking
 
     study_dir = Path(study_dir)
     saved = load_study(study_dir)

@@ -7,7 +7,8 @@ Where none exists, the public hub copies are used (needs network): `mteb/tatoeba
   tatoeba/tatoeba.<lang>-eng.<lang> / .eng   LASER Tatoeba v1, line i of one file translates line i of the other
   stsb-multi-mt/stsb-en-<split>.csv          sentence1,sentence2,score (0-5)
   stsb-multi-mt/stsb-<lang>-dev.csv          STS-B dev machine-translated (de es fr it nl pt), rows aligned with
-                                             stsb-en-dev.csv (the cross-lingual similarity of study.crosslingual)
+                                             stsb-en-dev.csv (the cross-lingual similarity of
+                                             study.evaluation.crosslingual)
   msrp/msr-para-<split>.tsv                  Quality, #1 ID, #2 ID, #1 String, #2 String
 """
 
@@ -25,7 +26,7 @@ from datasets import Dataset, concatenate_datasets
 from study.errors import DataError
 
 ENV_DATA_DIR = "STUDY_DATA_DIR"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STSB_MIN_SCORE = 4.0  # a pair counts as a paraphrase at STS-B score >= 4 (of 5)
 
 datasets.disable_progress_bars()  # per-call "Filter: 100%" bars drown the trial table in the log
@@ -96,7 +97,7 @@ def load_tatoeba(lang: str, data_dir: Path | None = None, max_pairs: int | None 
     """Translation pairs of one language with English, columns `source` (the language) and `english`: the
     pairs of `split` (see SPLITS), the first `max_pairs` of them in file order. Retrieval candidates are the
     loaded pairs, so a split's candidate pool holds its own sentences only."""
-    from study.languages import LANGUAGES
+    from study.evaluation.languages import LANGUAGES
 
     if lang not in LANGUAGES:
         raise DataError(f"unknown language code '{lang}' (expected one of the 112 Tatoeba codes)")
@@ -235,7 +236,7 @@ def load_crosslingual_sts(lang: str, data_dir: Path | None = None, max_pairs: in
 
 # ----------------------------------------------------------------------------- lineage: which files, their digests
 # The files each loader above reads from a data directory (the hub path reads none: these return []), for the
-# datasets an MLflow run records (study.tracking.trial_datasets). The paths are the loaders' own.
+# datasets an MLflow run records (study.orchestration.tracking.trial_datasets). The paths are the loaders' own.
 def tatoeba_files(lang: str, data_dir: Path | None) -> list[Path]:
     """`load_tatoeba`'s two line-aligned files of a language: the language's side, then English."""
     if data_dir is None:

@@ -6,8 +6,8 @@ the trainable parameters, `trainable_weights.safetensors`; the frozen ones are t
 the trial's max_seq_len), mean `Pooling` over the attention mask, `Normalize`, and the e5 prompt "query: " as
 the default prompt (`prompts={"query": "query: ", "document": "query: "}`: bitext retrieval is symmetric,
 and training only ever saw "query: "). So `SentenceTransformer(DIR).encode(sentences)` gives the project's
-`study.encoding.Encoder.embed(sentences)` for that trial; every export checks it (cosine >= 0.9999 on
-`study.models.CHECK_SENTENCES`) before the directory is put in place.
+`study.encoder.embedding.Encoder.embed(sentences)` for that trial; every export checks it (cosine >= 0.9999 on
+`study.encoder.loading.CHECK_SENTENCES`) before the directory is put in place.
 
 The directory (written to a temporary sibling, then renamed: never half there) also holds `export.json`: the
 study, the trial, its MLflow run, its parameters and per-language figures, and where it was registered.
@@ -35,9 +35,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from study.encoder.embedding import QUERY_PREFIX
+from study.encoder.loading import CHECK_SENTENCES
 from study.errors import StudyError, TrackingError, UsageError
-from study.models import CHECK_SENTENCES, QUERY_PREFIX
-from study.tracking import PARENT_TAG, TRIAL_TAG, redact
+from study.orchestration.tracking import PARENT_TAG, TRIAL_TAG, redact
 from trainables.storage import WEIGHTS_FILE
 
 MIN_COSINE_TO_ENCODER = 0.9999
@@ -64,7 +65,7 @@ class Exported:
 # ----------------------------------------------------------------------------- checkpoints in Ray's storage
 def trial_checkpoint(storage: str, experiment: str, trial_id: str):
     """The last checkpoint of Ray trial `trial_id` in experiment `experiment` of Ray storage `storage` (a path
-    or a URI, `study.studydir.ray_storage`), as a `ray.tune.Checkpoint`."""
+    or a URI, `study.orchestration.studydir.ray_storage`), as a `ray.tune.Checkpoint`."""
     from ray.tune import ExperimentAnalysis
 
     where = f"{storage.rstrip('/')}/{experiment}"
@@ -145,7 +146,7 @@ def sentence_model(base_model: str, weights: dict | None = None, max_seq_length:
 
 def project_encoder(base_model: str, weights: dict | None = None, max_length: int = 128, device: str = "cpu"):
     """The project's own `Encoder` of the same trial (as `HybridTrainer.restore` builds it)."""
-    from study.encoding import Encoder
+    from study.encoder.embedding import Encoder
 
     with _quiet():
         encoder = Encoder.load(base_model, device=device, max_length=max_length)
@@ -239,7 +240,7 @@ def pip_requirements() -> list[str]:
 
 def check_registry(uri: str) -> None:
     """Fail now, with one line, when the tracking/registry store cannot be reached."""
-    from study.tracking import check_reachable, client_for
+    from study.orchestration.tracking import check_reachable, client_for
 
     check_reachable(uri)
     if uri.startswith(("http://", "https://")):
@@ -257,7 +258,7 @@ def register_model(st_model, name: str, uri: str, run_id: str, tags: dict, descr
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from study.tracking import client_for
+    from study.orchestration.tracking import client_for
 
     client = client_for(uri)
     previous = mlflow.get_tracking_uri()
@@ -316,8 +317,8 @@ def version_tags(study: str, trial: dict | None, params: dict, metrics: dict, ex
 
 # ----------------------------------------------------------------------------- a study's trial
 def choose_trial(trials: list[dict], objective: str, which: str = "best") -> dict:
-    """`best` (`study.trials.best_trial`), or the trial with this Ray trial id, MLflow run id or run name."""
-    from study.trials import best_trial, rank_trials
+    """`best` (`study.analysis.trials.best_trial`), or the trial with this Ray trial id, MLflow run id or run name."""
+    from study.analysis.trials import best_trial, rank_trials
 
     if which == "best":
         trial = best_trial(trials, objective)
@@ -338,10 +339,10 @@ def choose_trial(trials: list[dict], objective: str, which: str = "best") -> dic
 def export_study_trial(study_dir: Path, saved: dict, uri: str, which: str = "best", out: Path | None = None,
                        register: str | None = None) -> Exported:
     """The whole `python -m study.export`: choose the trial, find its checkpoint, export, register."""
-    from study.studydir import ray_storage
-    from study.tracking import check_parent_run, check_reachable, client_for
-    from study.trials import load_trials
-    from study.tuning import STUDY_EXPERIMENT
+    from study.analysis.trials import load_trials
+    from study.orchestration.studydir import ray_storage
+    from study.orchestration.tracking import check_parent_run, check_reachable, client_for
+    from study.orchestration.tuning import STUDY_EXPERIMENT
     from trainables.config import TrialConfig
 
     study_dir = Path(study_dir)
@@ -362,7 +363,7 @@ def export_study_trial(study_dir: Path, saved: dict, uri: str, which: str = "bes
     check_out_dir(out)
     checkpoint = trial_checkpoint(ray_storage(settings, study_dir), STUDY_EXPERIMENT, trial["trial_id"])
     config = TrialConfig.from_params(trial["raw_params"])
-    from study.models import resolve_model
+    from study.encoder.loading import resolve_model
 
     base = resolve_model(settings.get("model") or config.model)
     metrics = trial["metrics"]
@@ -404,7 +405,7 @@ def export_replica(checkpoint, config, settings: dict, out: Path, study: str, re
     """Export (and register) one replica of the replication's best configuration: its first seed. The version's
     tags point at the replication run and its findings (runs:/<replication>/findings/findings.md); the
     findings point back at the version (`model_section`)."""
-    from study.models import resolve_model
+    from study.encoder.loading import resolve_model
 
     params = {key: getattr(config, key) for key in ("ratio", "epsilon", "method", "seed", "replica")}
     findings = f"runs:/{replication_run}/findings/findings.md"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.languages import group_of, in_group
+from study.evaluation.languages import group_of, in_group
 
 
 def subplots(*args, figsize, layout=None, **kwargs):
@@ -36,7 +36,7 @@ def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dic
                  top: int = 6) -> None:
     """Per language, each of the best trials minus the r = 0 baseline on `split`, in points; the first column
     is the untrained encoder minus the baseline (what plain fine-tuning changed, with the sign flipped)."""
-    from study.robustness import lang_key
+    from study.evaluation.robustness import lang_key
 
     columns = [("untrained", reference)] if reference else []
     columns += [(f"r={t['params'].get('ratio', 0):.2f}\neps={t['params'].get('epsilon', 0):.2g}", t["metrics"])
@@ -59,7 +59,7 @@ def plot_heatmap(path: Path, langs: list[str], ranked: list[dict], baseline: dic
 
 def plot_radius_curves(path: Path, radii: list[float], series: dict[str, dict], split: str) -> None:
     """Per group, L->English accuracy on `split` against attack radius, one line per {label: flat metrics}."""
-    from study.robustness import group_key
+    from study.evaluation.robustness import group_key
 
     fig, axes = subplots(1, 2, figsize=(10, 4), squeeze=False)
     for ax, group in zip(axes[0], ("low", "high")):
@@ -100,7 +100,7 @@ def plot_pareto(path: Path, trials: list[dict], front: list[int], reference: dic
 
 def plot_distance(path: Path, distance: dict) -> None:
     """Each language's robust gain on the logit scale (best vs r = 0) against the untrained encoder's L->English
-    accuracy on the selection sentences (logit axis, labelled in %), by script (`study.distance`); languages
+    accuracy on the selection sentences (logit axis, labelled in %), by script (`study.analysis.distance`); languages
     without a selection-half figure are not drawn."""
     fig, ax = subplots(figsize=(7, 5))
     pts = [r for r in distance["rows"] if r.get("logit_untrained_selection") is not None]
@@ -135,7 +135,7 @@ def plot_distance(path: Path, distance: dict) -> None:
 def plot_robustness_curves(path: Path, replicas: list, reference: dict, langs: list[str], radii, best: str) -> None:
     """Per group, L->English accuracy against attack radius: the baseline's and the best configuration's
     replicas (`study.replicate.Replica`: mean and 95% t-interval over seeds), and the untrained encoder."""
-    from study import stats
+    from study.evaluation import stats
 
     keys = ["l2e"] + [f"attacked_eps{r:g}" for r in radii]
     fig, axes = subplots(1, 2, figsize=(10, 4), squeeze=False)
@@ -166,8 +166,8 @@ def plot_tradeoff(path: Path, trials: list[dict], reference: dict, baseline: dic
     trials: what the summary quotes). The untrained encoder, the r = 0 baseline and the best are marked."""
     from matplotlib.lines import Line2D
 
-    from study.crosslingual import CONSTRAINT, xsts_key
-    from study.robustness import group_key
+    from study.evaluation.crosslingual import CONSTRAINT, xsts_key
+    from study.evaluation.robustness import group_key
 
     colours = colormap("viridis")
     fig, axes = subplots(1, 2, figsize=(12, 5.5), squeeze=False, layout="constrained")

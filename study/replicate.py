@@ -57,6 +57,7 @@ from study.orchestration.raycluster import (
     start_ray,
     stop_gracefully_on_sigterm,
 )
+from study.orchestration.settings import StudySettings
 from study.orchestration.studydir import load_study, tracking_uri, write_json
 from study.orchestration.tuning import ended_trials, replication_tuner
 from trainables.config import ADVERSARIAL_KEYS, DEFAULTS, TrialConfig
@@ -128,7 +129,7 @@ class Findings:
     """Everything findings.md is written from."""
 
     study_name: str
-    settings: dict  # the study's settings (study.json)
+    settings: StudySettings  # the study's settings (study.json)
     chosen: list[tuple[str, TrialConfig]]  # the replicated configurations: the baselines, then the best first
     analysis: dict[str, ConfigResults]  # configuration name -> results
     distance: dict  # language_distance()
@@ -205,15 +206,15 @@ def describe_best(trial: dict | None, chosen: list[tuple[str, TrialConfig]]) -> 
     return what
 
 
-def replica_configs(chosen, seeds: int, settings: dict, eval_config: dict) -> list[TrialConfig]:
+def replica_configs(chosen, seeds: int, settings: StudySettings, eval_config: dict) -> list[TrialConfig]:
     """Each chosen configuration with seeds 1000, 1001, ... (new to the study), the replication's evaluation
     after the last epoch only, and this machine's model and data."""
     return [dataclasses.replace(config, seed=1000 + seed, eval={**eval_config, "seed": 0}, replica=name,
-                                model=settings["model"], data_dir=settings["data_dir"], eval_every_epoch=False)
+                                model=settings.model, data_dir=settings.data_dir, eval_every_epoch=False)
             for name, config in chosen for seed in range(seeds)]
 
 
-def run_replicas(configs: list[TrialConfig], settings: dict, study_dir: Path, uri: str, experiment: str,
+def run_replicas(configs: list[TrialConfig], settings: StudySettings, study_dir: Path, uri: str, experiment: str,
                  parent: str) -> list[Replica]:
     """Run every replica as a Ray Tune trial; return those that finished. Their per-sentence hits come back in
     their last checkpoint (Ray's storage: a bucket on a cluster), never through a node's own disk."""
@@ -508,8 +509,8 @@ def findings(f: Findings) -> str:
              "How does hybrid-batch robust training (a share r of each batch perturbed adversarially within "
              "epsilon) change the robustness of zero-shot cross-lingual retrieval on low-resource languages?", "",
              "## Set-up", "",
-             f"- encoder: {settings['model']}; fine-tuned on English pairs only (STS-B >= 4, MSRP paraphrases)",
-             f"- search: space `{settings['space']}`, {settings['budget']} budget, objective {settings['objective']}",
+             f"- encoder: {settings.model}; fine-tuned on English pairs only (STS-B >= 4, MSRP paraphrases)",
+             f"- search: space `{settings.space}`, {settings.budget} budget, objective {settings.objective}",
              f"- the study's best (the best objective among the trials that meet the selection constraint: "
              f"cross-lingual similarity no worse than the untrained encoder's): {f.study_best or 'see the report'}",
              f"- replication: {_replicated(len([c for c in f.chosen if c[0] not in BASELINES]))} x {f.seeds} "
@@ -620,9 +621,9 @@ def main(argv=None) -> int:
         raise UsageError("--top and --seeds must be >= 1")
     saved = load_study(args.study_dir)
     study_dir = Path(args.study_dir)
-    settings = saved["settings"]
-    budget_of_study = BUDGETS[settings["budget"]]
-    seeds_note = "set by --seeds" if args.seeds else f"the {settings['budget']} budget's default"
+    settings = StudySettings.from_json(saved["settings"])
+    budget_of_study = BUDGETS[settings.budget]
+    seeds_note = "set by --seeds" if args.seeds else f"the {settings.budget} budget's default"
     args.top = args.top or budget_of_study.replication_top
     args.seeds = args.seeds or budget_of_study.replication_seeds
     uri = tracking_uri(study_dir, saved, args.tracking_uri)
@@ -632,10 +633,10 @@ def main(argv=None) -> int:
     client = tracking.client_for(uri)
     tracking.check_parent_run(client, saved["parent_run_id"], uri)
     trials = load_trials(client, saved["experiment_id"], saved["parent_run_id"])
-    chosen = choose_configs(trials, settings["objective"], args.top)
-    study_best = best_trial(trials, settings["objective"])
+    chosen = choose_configs(trials, settings.objective, args.top)
+    study_best = best_trial(trials, settings.objective)
     langs = list(GROUPS["low"]) + list(GROUPS["high"])
-    eval_config = {**settings["eval"], **BUDGETS[settings["budget"]].replication_eval, "langs": langs,
+    eval_config = {**settings.eval, **BUDGETS[settings.budget].replication_eval, "langs": langs,
                    "keep_hits": True, "typo_rates": (), "split": "report"}
     eval_config.setdefault("radii", (0.02, 0.05, 0.1, 0.2))
     strong = (f" and the strong attack (PGD-{eval_config.get('strong_steps', 20)}, "
@@ -643,10 +644,10 @@ def main(argv=None) -> int:
     budget = (f"evaluation on all {len(langs)} languages with "
               f"{eval_config.get('max_sentences') or 'all'} report sentences each, "
               f"PGD-{eval_config['attack_steps']}{strong}, "
-              f"training as in the study ({settings['epochs']} epochs, "
-              f"{settings['max_train_pairs'] or 'all'} pairs)")
-    if settings["budget"] != "gpu":
-        budget += f" (reduced {settings['budget']} budget)"
+              f"training as in the study ({settings.epochs} epochs, "
+              f"{settings.max_train_pairs or 'all'} pairs)")
+    if settings.budget != "gpu":
+        budget += f" (reduced {settings.budget} budget)"
     out = study_dir / "replication"
     out.mkdir(exist_ok=True)
     replication = tracking.start_parent_run(
@@ -665,7 +666,7 @@ def main(argv=None) -> int:
     try:
         start = time.time()
         start_ray(args.address)
-        require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
+        require_shared_storage(settings.storage_path, joined=bool(args.address))
         reference = evaluate_on_cluster(settings, eval_config, out / "reference_hits.json",
                                         "with the replicas' evaluation")
         # the language-distance analysis takes each language's distance from the untrained encoder's clean accuracy
@@ -695,7 +696,7 @@ def main(argv=None) -> int:
         report = findings(Findings(study_dir.name, settings, chosen, analysis, distance, langs, radii, args.seeds,
                                    seeds_note, REPORT_SPLIT_TEXT, budget, hardware, minutes,
                                    (eval_config.get("strong_steps", 20), eval_config.get("strong_restarts", 3)),
-                                   seeds_used, (eval_config["attack_steps"], settings["eval"].get("attack_steps", 3)),
+                                   seeds_used, (eval_config["attack_steps"], settings.eval.get("attack_steps", 3)),
                                    describe_best(study_best, chosen)))
         if args.export or args.register:  # the best configuration's first seed, as a model; report and model link
             replica = min((r for r in replicas if r.name == best), key=lambda r: r.seed)

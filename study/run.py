@@ -34,7 +34,7 @@ from study.orchestration.raycluster import (
     stop_gracefully_on_sigterm,
     warn_if_job_stop_wait_is_short,
 )
-from study.orchestration.settings import check_data, parse_args, validate
+from study.orchestration.settings import StudySettings, check_data, parse_args, validate
 from study.orchestration.studydir import (
     load_study,
     missing_folders,
@@ -93,17 +93,17 @@ def main(argv=None) -> int:
         refuse_new_settings_on_resume(args)
         study_dir = Path(args.resume)
         saved = load_study(study_dir)
-        settings = saved["settings"]
+        settings = StudySettings.from_json(saved["settings"])
         uri = tracking_uri(study_dir, saved, args.tracking_uri)
     else:
         settings = validate(args)  # every input checked before Ray starts
-        study_dir = new_study_dir(args.out, settings["space"])
+        study_dir = new_study_dir(args.out, settings.space)
         # credentials in the URI go to MLFLOW_TRACKING_USERNAME / _PASSWORD before MLflow sees it (its errors
         # quote the URI); study.json then keeps the URI without them
         uri = tracking.credentials_to_env(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "") or None
     tracking.check_reachable(uri or "")
     check_data(settings)
-    check_model(settings["model"])  # prepares the default encoder once (with progress); a bad one fails here
+    check_model(settings.model)  # prepares the default encoder once (with progress); a bad one fails here
     created = [] if args.resume else missing_folders(study_dir)
     try:
         study_dir.mkdir(parents=True, exist_ok=True)
@@ -114,19 +114,19 @@ def main(argv=None) -> int:
     try:
         client, experiment = start_ray_alongside(lambda: tracking.open_experiment(uri, study_dir), args.address,
                                                  args.dashboard_host)
-        require_shared_storage(settings.get("storage_path"), joined=bool(args.address))
-        if settings["budget"] == "auto":  # decided by the cluster's resources, not by this machine's
+        require_shared_storage(settings.storage_path, joined=bool(args.address))
+        if settings.budget == "auto":  # decided by the cluster's resources, not by this machine's
             settings = validate(args, cluster_has_gpus())
         # its prefix in shared storage, whatever the folder is called later (study.orchestration.studydir)
         if not args.resume:
-            settings["study_id"] = new_study_id(study_dir)
+            settings = settings.replace(study_id=new_study_id(study_dir))
     except BaseException:
         if created:  # a new study that could not start leaves nothing behind
             shutil.rmtree(created[-1], ignore_errors=True)
         raise
-    if settings["max_concurrent"] is None:
-        settings["max_concurrent"] = default_max_concurrent(settings["cpus_per_trial"], settings["gpus_per_trial"],
-                                                            settings["num_samples"], joined=bool(args.address))
+    if settings.max_concurrent is None:
+        settings = settings.replace(max_concurrent=default_max_concurrent(
+            settings.cpus_per_trial, settings.gpus_per_trial, settings.num_samples, joined=bool(args.address)))
 
     if args.resume:
         parent = saved["parent_run_id"]
@@ -140,16 +140,16 @@ def main(argv=None) -> int:
         client.update_run(parent, status="RUNNING")
     else:
         parent = tracking.start_parent_run(
-            client, experiment, name=f"{settings['space']} {study_dir.name}",
-            params={**{k: v for k, v in settings.items() if k != "eval"},
-                    **{f"eval.{k}": v for k, v in settings["eval"].items()}, "git_commit": tracking.git_commit()},
-            tags={"study_dir": str(study_dir.resolve()), "space": settings["space"], "budget": settings["budget"],
-                  "objective": settings["objective"]})
+            client, experiment, name=f"{settings.space} {study_dir.name}",
+            params={**{k: v for k, v in settings.to_json().items() if k != "eval"},
+                    **{f"eval.{k}": v for k, v in settings.eval.items()}, "git_commit": tracking.git_commit()},
+            tags={"study_dir": str(study_dir.resolve()), "space": settings.space, "budget": settings.budget,
+                  "objective": settings.objective})
         tracking.describe_study(client, parent, settings, study_dir)  # its description: what the study asks
-        save_study(study_dir, dict(settings=settings, parent_run_id=parent, experiment_id=experiment,
+        save_study(study_dir, dict(settings=settings.to_json(), parent_run_id=parent, experiment_id=experiment,
                                    tracking=record, created=time.strftime("%Y-%m-%d %H:%M:%S")))
-    print(f"study {study_dir}  space {settings['space']}  budget {settings['budget']}  "
-          f"{settings['num_samples']} trials x {settings['epochs']} epochs  objective {settings['objective']}",
+    print(f"study {study_dir}  space {settings.space}  budget {settings.budget}  "
+          f"{settings.num_samples} trials x {settings.epochs} epochs  objective {settings.objective}",
           file=sys.stderr)
     print(f"MLflow: {tracking.redact(uri)}  (parent run {parent})", file=sys.stderr)
     print(f"  runs table: {tracking.experiment_url(uri, experiment)}", file=sys.stderr)
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
         print(f"\nthe study failed; continue it with:\n{resume_command(study_dir, args)}", file=sys.stderr)
         raise
     seconds = time.time() - start
-    if ended_trials(results) < len(results) or len(results) < settings["num_samples"]:  # Tune stopped on SIGINT
+    if ended_trials(results) < len(results) or len(results) < settings.num_samples:  # Tune stopped on SIGINT
         return end_interrupted(client, experiment, parent, study_dir, args)
     print(f"\n{len(results)} trials in {seconds / 60:.1f} min ({results.num_errors} failed)", file=sys.stderr)
     client.log_metric(parent, "study.minutes", seconds / 60)
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     # a finished study leaves no child RUNNING (one whose trial Tune lost with a killed driver)
     tracking.end_running_children(client, experiment, parent, "KILLED", tracking.DRIVER_LOST)
     build_report(study_dir, client=client, print_table=True)
-    best = best_trial(load_trials(client, experiment, parent), settings["objective"])
+    best = best_trial(load_trials(client, experiment, parent), settings.objective)
     tracking.describe_study(client, parent, settings, study_dir, best, answered=True)  # ... and now its answer
     client.set_terminated(parent, status="FINISHED")
     if uri.startswith("sqlite:"):

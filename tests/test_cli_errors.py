@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from study.orchestration.settings import StudySettings
 from studytools import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,11 +28,14 @@ def _config_of_no_model(tmp: Path, config: str) -> Path:
     return folder
 
 
-def _a_study(tmp: Path) -> Path:
-    """A folder that looks like a study (study.json), for the flags --resume must refuse before reading more."""
+def _a_study(tmp: Path, **changes) -> Path:
+    """A folder that looks like a study (study.json), for the flags --resume must refuse before reading more;
+    `changes` edit its settings (None: without that key)."""
     folder = tmp / "a_study"
     folder.mkdir()
-    (folder / "study.json").write_text('{"settings": {}, "parent_run_id": "x", "experiment_id": "0"}')
+    settings = StudySettings(space="hybrid_ratio", budget="smoke", num_samples=1, epochs=1).to_json() | changes
+    settings = {key: value for key, value in settings.items() if key not in changes or changes[key] is not None}
+    (folder / "study.json").write_text(json.dumps({"settings": settings, "parent_run_id": "x", "experiment_id": "0"}))
     return folder
 
 
@@ -58,8 +63,8 @@ def _a_study_without_finished_trials(tmp: Path) -> Path:
                                   tags={"mlflow.parentRunId": parent, "ray.trial_id": "abc12345"}).info.run_id
         client.log_param(child, "ratio", "0.5")
         client.set_terminated(child, status="FAILED")
-        settings = {"space": "hybrid_ratio", "objective": "robust", "model": "multilingual-e5-small",
-                    "eval": {"langs": ["swh"]}}
+        settings = StudySettings(space="hybrid_ratio", budget="smoke", num_samples=1, epochs=1,
+                                 eval={"langs": ["swh"]}).to_json()
         (folder / "study.json").write_text(json.dumps({"settings": settings, "parent_run_id": parent,
                                                        "experiment_id": experiment, "tracking": {"embedded": True}}))
         _UNFINISHED_STUDY.append(folder)
@@ -133,7 +138,7 @@ CASES = [
      "not a model directory"),
     ("negative radius", lambda t: ["study.evaluate", "--radii", "-1", "--langs", "swh"], "radii"),
     ("unknown language (evaluate)", lambda t: ["study.evaluate", "--langs", "swh,qqq"], "'qqq'"),
-    ("check of a missing model", lambda t: ["study.encoder.loading", "check", "--model", str(t / "nomodel")],
+    ("check of a missing model", lambda t: ["study.models", "check", "--model", str(t / "nomodel")],
      "does not exist"),
     ("model config of no known model", lambda t: ["study.evaluate", "--langs", "swh", "--model",
                                                   str(_config_of_no_model(t, '{"foo": 1}'))], "not a usable model"),
@@ -147,6 +152,9 @@ CASES = [
     ("report from an unreachable server", lambda t: ["study.report", str(_a_study(t)), "--tracking-uri",
                                                      "http://user:secret@127.0.0.1:9"], "unreachable"),
     ("replicate of a non-study", lambda t: ["study.replicate", str(_not_a_study(t))], "not a study directory"),
+    ("report of a study.json with foreign settings", lambda t: ["study.report", str(_a_study(t, epochs=None,
+                                                                                       colour="blue"))],
+     "settings are not a study's: unknown colour; missing epochs"),
     ("export of a study with no finished trial", lambda t: ["study.export", str(_a_study_without_finished_trials(t))],
      "no finished trial"),
     ("export of an unknown trial", lambda t: ["study.export", str(_a_study_without_finished_trials(t)), "--trial",

@@ -15,6 +15,7 @@ from study.analysis.trials import best_trial, eligible_trials
 from study.errors import DataError
 from study.evaluation import crosslingual
 from study.evaluation.data import XSTS_SPLIT_KEY, load_crosslingual_sts, load_stsb, split_indices
+from study.orchestration.settings import StudySettings
 
 
 def test_translated_pairs_split_like_tatoeba_with_one_permutation_for_every_language(data_dir):
@@ -114,7 +115,7 @@ def test_ray_optuna_search_hands_the_constraint_to_optuna_also_for_pruned_trials
 
     def searcher():
         space = load_space("full")
-        settings = dict(seed=0, num_samples=8, epochs=1, objective="robust", max_concurrent=8)
+        settings = StudySettings(space="full", budget="smoke", num_samples=8, epochs=1, max_concurrent=8)
         scheduler = make_scheduler(settings, space)
         scheduler.set_search_properties("objective.robust", "max")
         return make_searcher(settings, space, scheduler)

@@ -11,10 +11,11 @@ import optuna
 import pytest
 
 from search_spaces import load_space
+from study.orchestration.settings import StudySettings
 
 RELATIVE = "tpe:relative_params:0"  # what TPE (constant liar) stores on a trial whose parameters it modelled
-SETTINGS = dict(space="hybrid_ratio", objective="robust", seed=0, epochs=1, model="unused", data_dir=None,
-                eval={"langs": ["swh"]}, batch_size=8, max_train_pairs=8, train={}, method=None)
+SETTINGS = StudySettings(space="hybrid_ratio", budget="smoke", num_samples=1, epochs=1, model="unused",
+                         eval={"langs": ["swh"]}, batch_size=8, max_train_pairs=8)
 
 
 def _result(value: float) -> dict:
@@ -28,7 +29,7 @@ def test_a_restored_searcher_has_each_trial_once_in_the_storage(tmp_path):
     from study.orchestration.tuning import RAY_TRIAL_ATTR, make_searcher
 
     url = f"sqlite:///{tmp_path}/optuna.db"
-    settings = dict(SETTINGS, num_samples=6, max_concurrent=6)
+    settings = SETTINGS.replace(num_samples=6, max_concurrent=6)
     searcher = make_searcher(settings, load_space("hybrid_ratio"), storage=url, study_name="s").searcher
     at_start = pickle.dumps(searcher)  # Tune's tuner.pkl: the searcher as fit() began
     for trial_id in ("a", "b"):
@@ -86,7 +87,7 @@ def test_more_pending_trials_than_slots_still_leaves_the_later_trials_to_tpe(tmp
 
     space, samples = load_space("hybrid_ratio"), 12
     # the old default, every trial at once: every proposal is made before any trial finished, so none is modelled
-    everything = make_searcher(dict(SETTINGS, num_samples=samples, max_concurrent=samples), space)
+    everything = make_searcher(SETTINGS.replace(num_samples=samples, max_concurrent=samples), space)
     for i in range(samples):
         everything.suggest(f"t{i}")
     assert not [t for t in everything.searcher._ot_study.trials if RELATIVE in t.system_attrs]
@@ -106,7 +107,7 @@ def test_more_pending_trials_than_slots_still_leaves_the_later_trials_to_tpe(tmp
         assert concurrent == 4 and default_max_concurrent(1, 0, samples, joined=False) == 2
 
         url = f"sqlite:///{tmp_path}/optuna.db"
-        settings = dict(SETTINGS, num_samples=samples, max_concurrent=concurrent)
+        settings = SETTINGS.replace(num_samples=samples, max_concurrent=concurrent)
         searcher = make_searcher(settings, space, storage=url, study_name="pending")
         tuner = tune.Tuner(tune.with_resources(_quick_trial(), {"cpu": 1}), param_space={},
                            tune_config=tune.TuneConfig(metric="objective.robust", mode="max", search_alg=searcher,

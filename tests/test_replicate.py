@@ -9,6 +9,7 @@ import pytest
 
 from study.evaluation.languages import GROUPS
 from study.evaluation.robustness import lang_key
+from study.orchestration.settings import StudySettings
 from study.replicate import Findings, Replica, analyse, choose_configs, findings, language_distance
 from trainables.config import TrialConfig
 
@@ -86,7 +87,7 @@ def test_findings_star_languages_by_holm_and_state_what_the_budget_can_detect():
     reference = _reference(rng, langs, 200)
     analysis = analyse(replicas, reference, langs, RADII)
     chosen = [("baseline", TrialConfig(ratio=0.0)), ("best1", TrialConfig(ratio=0.4, epsilon=0.3))]
-    settings = dict(model="e5", space="hybrid_ratio", budget="cpu", objective="robust")
+    settings = StudySettings(model="e5", space="hybrid_ratio", budget="cpu", num_samples=6, epochs=2)
     text = findings(Findings("s", settings, chosen, analysis, language_distance(analysis, reference, langs, "best1"),
                              langs, RADII, 5, "the cpu budget's default", "report-split", "budget", "CPU", 1.0))
     robust_table = text.split("## Per language: robust accuracy")[1].split("\n## ")[0]
@@ -103,7 +104,7 @@ def test_the_strong_attack_gets_its_own_table_where_it_ran():
     rng = np.random.default_rng(2)
     langs = list(GROUPS["low"][:2]) + list(GROUPS["high"][:1])
     accuracy = {lang: 0.7 for lang in langs}
-    settings = dict(model="e5", space="hybrid_ratio", budget="gpu", objective="robust")
+    settings = StudySettings(model="e5", space="hybrid_ratio", budget="gpu", num_samples=6, epochs=2)
     chosen = [("baseline", TrialConfig(ratio=0.0)), ("best1", TrialConfig(ratio=0.4, epsilon=0.3))]
     for strong in (True, False):
         replicas = (_replicas(rng, "baseline", range(3), accuracy, 50, strong)
@@ -160,7 +161,7 @@ def test_replication_measures_cross_lingual_similarity_and_findings_show_every_c
     chosen = [("baseline", TrialConfig(ratio=0.0, lr=3e-5)), ("study_baseline", TrialConfig(ratio=0.0)),
               ("best1", TrialConfig(ratio=0.95, epsilon=1.37, lr=3e-5)),
               ("best2", TrialConfig(ratio=0.55, epsilon=0.73, lr=3e-5))]
-    settings = dict(model="e5", space="full", budget="cpu", objective="robust")
+    settings = StudySettings(model="e5", space="full", budget="cpu", num_samples=6, epochs=2)
     text = findings(Findings("s", settings, chosen, analysis, language_distance(analysis, reference, langs, "best1"),
                              langs, RADII, 3, "set by --seeds", "report-split", "budget", "CPU", 1.0,
                              seeds_used={"baseline": 3, "study_baseline": 3, "best1": 3, "best2": 2},

@@ -1,5 +1,6 @@
-"""The structure the code promises: commands import only library modules, and a trial's configuration keys
-are defined in one place (trainables/config.py), from which everything else derives.
+"""The structure the code promises: commands import only library modules, the library's layers import only
+the layers beneath them, and a trial's configuration keys are defined in one place (trainables/config.py),
+from which everything else derives.
 
 The last test adds a made-up key to a copy of the code, in that one place, and runs a real smoke study with a
 search space that searches it: the key must reach the trainable, the MLflow child runs, the progress table
@@ -22,9 +23,12 @@ from study.errors import ConfigError
 from trainables.config import DEFAULTS, KEYS, SEARCHABLE, TrialConfig, rule_of
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = {"run", "replicate", "report", "evaluate", "bench", "export", "bundle"}  # python -m study.<name>
-PART_OF = {"bench_gpu": "bench"}  # `python -m study.bench gpu`: a part of that command may use its helpers
+COMMANDS = {"run", "replicate", "report", "evaluate", "bench", "export", "bundle", "models"}  # python -m study.<name>
 PACKAGES = ("study", "trainables", "search_spaces")
+# the library's layers, from the bottom: a module imports its own layer and those beneath, never one above
+# (trainables and study.evaluation share a layer: a trial is trained and evaluated with the same attacks)
+LAYERS = {"study.errors": 0, "study.encoder": 1, "study.evaluation": 2, "trainables": 2, "search_spaces": 3,
+          "study.orchestration": 4, "study.analysis": 5, "study.benchmarks": 6}
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -39,22 +43,70 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
+def _library_files():
+    for package in PACKAGES:
+        yield from sorted((REPO / package).rglob("*.py"))
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _layer(module: str) -> int | None:
+    """The layer of a module name; None for a command module, the top-level packages, and what is not ours."""
+    return next((rank for prefix, rank in LAYERS.items() if module == prefix or module.startswith(prefix + ".")),
+                None)
+
+
 def test_no_module_imports_a_command_module():
     offenders = []
-    for package in PACKAGES:
-        for path in sorted((REPO / package).glob("*.py")):
-            imported = {name.removeprefix("study.") for name in _imported_modules(path) if name.startswith("study.")}
-            for command in (COMMANDS & imported) - {PART_OF.get(path.stem)}:
-                offenders.append(f"{path.relative_to(REPO)} imports study.{command}")
+    for path in _library_files():
+        imported = {name.removeprefix("study.") for name in _imported_modules(path) if name.startswith("study.")}
+        for command in COMMANDS & imported:
+            offenders.append(f"{path.relative_to(REPO)} imports study.{command}")
     assert not offenders, offenders
 
 
-def test_module_map_lists_every_module():
+def test_every_study_module_is_a_command_or_in_a_layer():
+    top = {p.stem for p in (REPO / "study").glob("*.py")} - {"__init__"}
+    assert top == COMMANDS | {"errors"}, "study/ holds the commands (and errors); the library lives in its layers"
+    for path in (REPO / "study").rglob("*.py"):
+        name = _module_name(path)
+        assert name == "study" or path.stem in COMMANDS or _layer(name) is not None, name
+
+
+def test_layers_import_only_the_layers_beneath():
+    offenders = []
+    for path in _library_files():
+        own = _layer(_module_name(path))
+        if own is None:
+            continue
+        for name in _imported_modules(path):
+            other = _layer(name)
+            if other is not None and other > own:
+                offenders.append(f"{_module_name(path)} (layer {own}) imports {name} (layer {other})")
+    assert not offenders, offenders
+
+
+def _listed(doc: str) -> set[str]:
+    """The names a docstring lists: the first word of each line indented by two spaces (deeper: continuation)."""
+    return {line.split()[0] for line in doc.splitlines() if line.startswith("  ") and line[2:3].strip()}
+
+
+def test_each_package_docstring_lists_its_modules():
+    """study/__init__.py names the commands and the layers; each layer's __init__ names its modules."""
+    import importlib
+
     import study
 
-    listed = {line.split()[0] for line in study.__doc__.splitlines() if line.startswith("  study.")}
-    present = {f"study.{p.stem}" for p in (REPO / "study").glob("*.py") if p.stem != "__init__"}
-    assert listed == present
+    listed = _listed(study.__doc__)
+    assert COMMANDS | {"study.errors", "trainables/", "search_spaces/"} | set(LAYERS) - {"trainables",
+                                                                                         "search_spaces"} <= listed
+    for package in (p for p in LAYERS if p.startswith("study.") and p != "study.errors"):
+        listed = _listed(importlib.import_module(package).__doc__)
+        folder = REPO / package.replace(".", "/")
+        present = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+        assert listed == present, f"{package}'s docstring lists {sorted(listed)}, the folder holds {sorted(present)}"
 
 
 def test_trial_config_refuses_unknown_keys_and_values_outside_its_rules():

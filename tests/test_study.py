@@ -10,6 +10,7 @@ from search_spaces import SPACE_NAMES, Choice, LogUniform, SearchSpace, Uniform,
 from study.analysis.trials import pareto_front
 from study.errors import ConfigError
 from study.evaluation.crosslingual import CONSTRAINT
+from study.orchestration.settings import StudySettings
 from study.orchestration.tracking import PARENT_TAG
 from studytools import mlflow_fluent_uri, run_cli, study_runs
 
@@ -39,7 +40,8 @@ def test_the_attack_space_samples_steps_and_step_size_only_for_the_methods_that_
     from study.orchestration.tuning import make_searcher, trial_param_space
 
     space = load_space("attack")
-    settings = dict(seed=0, num_samples=40, epochs=1, objective="robust", max_concurrent=40)
+    settings = StudySettings(space="attack", budget="smoke", num_samples=40, epochs=1, max_concurrent=40,
+                             model="m", eval={"langs": ["swh"]}, batch_size=8, max_train_pairs=8)
     limiter = make_searcher(settings, space)
     configs = [limiter.suggest(f"t{i}") for i in range(40)]
     assert configs[0] == space.baseline_point(), "the r = 0 baseline comes first, as enqueued"
@@ -51,9 +53,7 @@ def test_the_attack_space_samples_steps_and_step_size_only_for_the_methods_that_
     fgsm = [t for t in limiter.searcher._ot_study.trials if t.params.get("method") == "fgsm"]
     assert fgsm and all(set(t.distributions) == {"ratio", "epsilon", "method"} for t in fgsm)
     # a trial left without the steps runs them at TrialConfig's default; the param space holds no search domain
-    assert not {"attack_steps", "step_ratio", "method"} & set(trial_param_space(
-        dict(settings, model="m", data_dir=None, eval={"langs": ["swh"]}, batch_size=8, max_train_pairs=8,
-             method=None), space))
+    assert not {"attack_steps", "step_ratio", "method"} & set(trial_param_space(settings, space))
     limiter.save(str(tmp_path / "searcher.pkl"))  # Tune pickles the searcher, define-by-run space included
 
 
@@ -79,9 +79,11 @@ def test_pareto_front_is_non_dominated():
 # ----------------------------------------------------------------------------- real studies
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory):
+    """The README's quick-start smoke line, as it stands there (test_docs.py reads it), with 3 trials and an --out."""
+    from test_docs import readme_smoke_argv
+
     study_dir = tmp_path_factory.mktemp("studies") / "smoke"
-    result = run_cli("study.run", "--space", "hybrid_ratio", "--budget", "smoke", "--num-samples", "3",
-                     "--out", str(study_dir))
+    result = run_cli(*readme_smoke_argv(), "--num-samples", "3", "--out", str(study_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     return study_dir, result
 
@@ -124,8 +126,8 @@ def test_smoke_study_logs_a_parent_and_one_child_run_per_trial(smoke_study):
     # ... and Optuna saw each trial's constraint through Ray's OptunaSearch (the searcher state Tune saved)
     from study.orchestration.tuning import make_searcher
 
-    settings = json.loads((study_dir / "study.json").read_text())["settings"]
-    searcher = make_searcher(settings, load_space(settings["space"]))
+    settings = StudySettings.from_json(json.loads((study_dir / "study.json").read_text())["settings"])
+    searcher = make_searcher(settings, load_space(settings.space))
     searcher.restore_from_dir(str(study_dir / "ray" / "tune"))
     told = sorted(t.constraints["xsts"] for t in searcher.searcher._ot_study.trials)
     assert told == pytest.approx(sorted(c.data.metrics[CONSTRAINT] for c in children))
@@ -330,7 +332,7 @@ def _searcher_and_scheduler(space_name: str = "full"):
     from study.orchestration.tuning import make_scheduler, make_searcher
 
     space = load_space(space_name)
-    settings = dict(seed=0, num_samples=8, epochs=1, objective="robust", max_concurrent=8)
+    settings = StudySettings(space=space_name, budget="smoke", num_samples=8, epochs=1, max_concurrent=8)
     scheduler = make_scheduler(settings, space)
     scheduler.set_search_properties("objective.robust", "max")
     limiter = make_searcher(settings, space, scheduler)

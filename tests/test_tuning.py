@@ -10,6 +10,7 @@ import pytest
 
 from search_spaces import load_space
 from study.orchestration import tracking
+from study.orchestration.settings import StudySettings
 from trainables.config import DEFAULTS
 
 # ratio -> (epochs, objective at every epoch), in the order the trials run
@@ -62,9 +63,9 @@ def designed_study(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("designed")
     space = load_space("full")
-    settings = dict(space="full", objective="robust", seed=0, num_samples=len(DESIGN), epochs=DEFAULTS.epochs,
-                    max_concurrent=1, model="unused", data_dir=None, eval={"langs": ["swh"]}, batch_size=8,
-                    max_train_pairs=8, train={}, method=None)
+    settings = StudySettings(space="full", budget="smoke", num_samples=len(DESIGN), epochs=DEFAULTS.epochs,
+                             max_concurrent=1, model="unused", eval={"langs": ["swh"]}, batch_size=8,
+                             max_train_pairs=8)
     points = [{**space.baseline_point(), "method": "pgd", "ratio": ratio, "epochs": epochs}
               for ratio, (epochs, _) in DESIGN.items()]
     uri = tracking.default_tracking_uri(work)

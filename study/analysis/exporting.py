@@ -38,6 +38,7 @@ from pathlib import Path
 from study.encoder.embedding import QUERY_PREFIX
 from study.encoder.loading import CHECK_SENTENCES
 from study.errors import StudyError, TrackingError, UsageError
+from study.orchestration.settings import StudySettings
 from study.orchestration.tracking import PARENT_TAG, TRIAL_TAG, redact
 from trainables.storage import WEIGHTS_FILE
 
@@ -346,7 +347,7 @@ def export_study_trial(study_dir: Path, saved: dict, uri: str, which: str = "bes
     from trainables.config import TrialConfig
 
     study_dir = Path(study_dir)
-    settings = saved["settings"]
+    settings = StudySettings.from_json(saved["settings"])
     if out is not None:  # before any store is opened: a bad --out writes nothing anywhere
         check_out_dir(Path(out))
     if register:
@@ -356,7 +357,7 @@ def export_study_trial(study_dir: Path, saved: dict, uri: str, which: str = "bes
     client = client_for(uri)
     check_parent_run(client, saved["parent_run_id"], uri)
     trials = load_trials(client, saved["experiment_id"], saved["parent_run_id"])
-    trial = choose_trial(trials, settings["objective"], which)
+    trial = choose_trial(trials, settings.objective, which)
     if not trial.get("trial_id"):
         raise StudyError(f"trial run {trial['run_id']} has no {TRIAL_TAG} tag: it is not a trial of this study")
     out = Path(out) if out is not None else study_dir / "export" / trial["trial_id"]
@@ -365,16 +366,16 @@ def export_study_trial(study_dir: Path, saved: dict, uri: str, which: str = "bes
     config = TrialConfig.from_params(trial["raw_params"])
     from study.encoder.loading import resolve_model
 
-    base = resolve_model(settings.get("model") or config.model)
+    base = resolve_model(settings.model or config.model)
     metrics = trial["metrics"]
     record = {"study": study_dir.resolve().name, "trial": trial["trial_id"], "run_id": trial["run_id"],
-              "status": trial["status"], "objective": settings["objective"],
+              "status": trial["status"], "objective": settings.objective,
               "params": trial["params"], "metrics": metrics}
     spec = None
     if register:
         tags = version_tags(record["study"], trial, trial["params"], metrics,
-                            {"objective": settings["objective"], "parent_run_id": saved["parent_run_id"],
-                             "base_model": settings.get("model") or config.model})
+                            {"objective": settings.objective, "parent_run_id": saved["parent_run_id"],
+                             "base_model": settings.model or config.model})
         spec = dict(name=register, uri=uri, run_id=trial["run_id"], tags=tags,
                     description=f"Trial {trial['trial_id']} of study {record['study']} "
                                 f"(r = {trial['params'].get('ratio')}, epsilon = {trial['params'].get('epsilon')}, "
@@ -399,7 +400,7 @@ def replication_model_dir(replication_dir: Path) -> Path:
     return out
 
 
-def export_replica(checkpoint, config, settings: dict, out: Path, study: str, replication_run: str,
+def export_replica(checkpoint, config, settings: StudySettings, out: Path, study: str, replication_run: str,
                    run_id: str | None, metrics: dict, uri: str,
                    register: str | None = None) -> Exported:
     """Export (and register) one replica of the replication's best configuration: its first seed. The version's
@@ -418,12 +419,12 @@ def export_replica(checkpoint, config, settings: dict, out: Path, study: str, re
         tags = version_tags(study, None, params, metrics,
                             {"replica": config.replica, "seed": config.seed, "run_id": run_id,
                              "replication_run": replication_run, "findings": findings,
-                             "base_model": settings.get("model") or config.model})
+                             "base_model": settings.model or config.model})
         spec = dict(name=register, uri=uri, run_id=run_id, tags=tags,
                     description=f"Best configuration of the replication of study {study} ({config.replica}: "
                                 f"r = {config.ratio:g}, epsilon = {config.epsilon:g}, {config.method}), seed "
                                 f"{config.seed}; findings: {findings}")
-    return export_model(checkpoint, resolve_model(settings.get("model") or config.model), config.max_seq_len,
+    return export_model(checkpoint, resolve_model(settings.model or config.model), config.max_seq_len,
                         out, record, spec)
 
 

@@ -38,13 +38,14 @@ from study.errors import StudyError
 from study.evaluation.crosslingual import CONSTRAINT, TOLERANCE_SE, XSTS_LANGS, xsts_key
 from study.evaluation.languages import LANGUAGES, group_of
 from study.evaluation.robustness import DEFAULT_RADII, PARETO_METRICS, group_key, lang_key, objective_metric
+from study.orchestration.settings import StudySettings
 from study.orchestration.studydir import REFERENCE_FILE, load_study, tracking_uri, write_json
 
 
-def described_keys(settings: dict) -> list[str]:
+def described_keys(settings: StudySettings) -> list[str]:
     """The configuration keys that describe this study's trials: those its space searches, then those it fixes
     (`trainables.config.TrialConfig` says which keys a space may take)."""
-    space = load_space(settings["space"], settings.get("ranges"))
+    space = load_space(settings.space, settings.ranges)
     return [*space.space, *space.fixed]
 
 
@@ -159,7 +160,7 @@ def trials_table(trials: list[dict], reference: dict, best: dict | None, keys: l
     return text, rows
 
 
-def param_importances(study_dir: Path, settings: dict) -> dict[str, float]:
+def param_importances(study_dir: Path, settings: StudySettings) -> dict[str, float]:
     """Optuna's mean-decrease-impurity importances of the searched keys, from the study's own Optuna study (its
     storage: STUDY_DIR/optuna.db or --optuna-storage), over the trials Optuna was told COMPLETE (those ASHA
     stopped are PRUNED, failed ones FAIL: left out, as `study.analysis.trials.rank_trials` leaves them out) with their
@@ -183,8 +184,8 @@ def param_importances(study_dir: Path, settings: dict) -> dict[str, float]:
     if len(complete) < 2 or not optuna.search_space.intersection_search_space(complete):
         return {}
     target = None
-    if settings["objective"] == "pareto":
-        index = PARETO_METRICS.index(objective_metric(settings["objective"]))
+    if settings.objective == "pareto":
+        index = PARETO_METRICS.index(objective_metric(settings.objective))
         target = lambda trial: trial.values[index]  # noqa: E731
     evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
     return dict(optuna.importance.get_param_importances(study, evaluator=evaluator, target=target))
@@ -197,7 +198,7 @@ def build_report(study_dir: Path, client=None, print_table: bool = False, uri: s
 
     study_dir = Path(study_dir)
     saved = load_study(study_dir)
-    settings, parent = saved["settings"], saved["parent_run_id"]
+    settings, parent = StudySettings.from_json(saved["settings"]), saved["parent_run_id"]
     if client is None:
         uri = tracking_uri(study_dir, saved, uri)
         tracking.check_reachable(uri)
@@ -208,11 +209,11 @@ def build_report(study_dir: Path, client=None, print_table: bool = False, uri: s
     trials = load_trials(client, saved["experiment_id"], parent)
     if not trials:
         raise StudyError(f"no trials recorded for study {study_dir} yet")
-    ranked = rank_trials(trials, settings["objective"])
+    ranked = rank_trials(trials, settings.objective)
     baseline = finished_baseline(trials)
-    best = best_trial(trials, settings["objective"])
-    langs = settings["eval"]["langs"]
-    xsts_langs = [lang for lang in settings["eval"].get("xsts_langs", XSTS_LANGS)
+    best = best_trial(trials, settings.objective)
+    langs = settings.eval["langs"]
+    xsts_langs = [lang for lang in settings.eval.get("xsts_langs", XSTS_LANGS)
                   if xsts_key(REPORTED_SPLIT, "xsts", lang) in reference]
     keys = described_keys(settings)
     out = study_dir / "report"
@@ -220,8 +221,8 @@ def build_report(study_dir: Path, client=None, print_table: bool = False, uri: s
 
     rows = summary_rows(langs, reference, baseline, best, xsts_langs)
     table = markdown_table(rows, best, baseline, keys)
-    trials_text, trial_rows = trials_table(trials, reference, best, keys, settings["objective"])
-    (out / "summary.md").write_text(f"# Study {study_dir.name}: {settings['space']}, {settings['budget']} budget\n\n"
+    trials_text, trial_rows = trials_table(trials, reference, best, keys, settings.objective)
+    (out / "summary.md").write_text(f"# Study {study_dir.name}: {settings.space}, {settings.budget} budget\n\n"
                                     + table + "\n" + trials_text + "\n![trade-off](tradeoff.png)\n")
     for name, content in (("summary.csv", rows), ("trials.csv", trial_rows)):
         with (out / name).open("w", newline="") as f:
@@ -232,7 +233,7 @@ def build_report(study_dir: Path, client=None, print_table: bool = False, uri: s
         write_json(out / "best_config.json", best["params"])
     if baseline and ranked:
         plots.plot_heatmap(out / "heatmap.png", langs, ranked, baseline, reference, REPORTED_SPLIT)
-    radii = sorted(settings["eval"].get("radii") or DEFAULT_RADII)
+    radii = sorted(settings.eval.get("radii") or DEFAULT_RADII)
     series = {"untrained": reference}
     if baseline:
         series["r = 0 baseline"] = baseline["metrics"]
@@ -258,7 +259,7 @@ def build_report(study_dir: Path, client=None, print_table: bool = False, uri: s
     if print_table:
         failed = [t for t in trials if t["status"] == "FAILED"]
         print(f"\n{table}\n{trials_text}")
-        if settings["objective"] == "pareto":
+        if settings.objective == "pareto":
             print(f"Pareto-optimal trials ({', '.join(m.split('.')[1] for m in objectives)}):")
             for i in front:
                 print(f"  {scored[i]['name']}: " + "  ".join(f"{m.split('.')[1]} {100 * scored[i]['metrics'][m]:.1f}"

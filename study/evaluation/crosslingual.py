@@ -14,7 +14,7 @@ In a study's trials, against the untrained encoder on the same selection pairs (
   S.xsts.vs_untrained_se   its standard error: a paired bootstrap over pairs (the same rows in every language)
   constraint.xsts          -(vs_untrained + TOLERANCE_SE * vs_untrained_se); <= 0: the trial meets the constraint
 A trial "does no harm" when its cross-lingual similarity is no worse than the untrained encoder's, within one
-standard error of the paired difference (README, "A selection that does no harm").
+standard error of the paired difference (docs/statistics.md, "A selection that does no harm").
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ XSTS_LANGS = ("de", "es", "fr", "it", "nl", "pt")  # the translations stsb-multi
 CONSTRAINT = "constraint.xsts"  # <= 0: no worse than the untrained encoder (Optuna's sign convention)
 # The tolerance, in standard errors of the paired difference. One: a configuration that truly does no harm passes
 # 84% of the time (a noisy selection half does not veto it), while the losses of a mostly adversarial batch at a
-# large radius lay 3.4-5.4 standard errors out at 120-750 pairs (README, "A selection that does no harm").
+# large radius lay 3.4-5.4 standard errors out at 120-750 pairs (docs/statistics.md, "A selection that does no harm").
 TOLERANCE_SE = 1.0
 BOOTSTRAP_RESAMPLES = 1000
 

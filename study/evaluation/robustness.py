@@ -24,7 +24,7 @@ and the objectives, always of the evaluation's own split, the selection split in
 (objective.robust = S.group.low.robust, objective.clean = S.group.low.clean, objective.xsts = S.xsts.mean).
 
 The radii are fixed (not taken from the trial), so every trial is measured with the same yardstick.
-DEFAULT_RADII were calibrated on the untrained encoder: see README, "Evaluation radii".
+DEFAULT_RADII were calibrated on the untrained encoder: see docs/methods.md, "Evaluation radii".
 """
 
 from __future__ import annotations
@@ -86,9 +86,8 @@ class EvalConfig:
     strong_attack: bool = False
     strong_steps: int = 20
     strong_restarts: int = 3
-    # cross-lingual similarity (study.evaluation.crosslingual): translated STS-B pairs of these languages ((): not
-    # measured),
-    # the first max_xsts_pairs of the split's (None: all of its 750)
+    # cross-lingual similarity (study.evaluation.crosslingual): translated STS-B pairs of these languages
+    # ((): not measured), the first max_xsts_pairs of the split's (None: all of its 750)
     xsts_langs: tuple[str, ...] = XSTS_LANGS
     max_xsts_pairs: int | None = None
 

@@ -42,8 +42,8 @@ BUDGETS = {
     # The replication's 100 (64 gave a minimum detectable effect of 2.1 points, over the 2 the report should
     # resolve) are not bound by make study's time; it attacks with the trials' PGD-2.
     # Cross-lingual similarity on 120 of each half's 750 translated pairs, drawn across STS-B's genres (a trial's
-    # paired standard error against the untrained encoder 1.3-2.3 points, README): what make study's 15 minutes
-    # afford (250 pairs added ~6 minutes).
+    # paired standard error against the untrained encoder 1.3-2.3 points, docs/statistics.md): what make study's
+    # 15 minutes afford (250 pairs added ~6 minutes).
     "cpu": Budget(6, 2, 192, 32, 1, 0,
                   eval=dict(langs=["swh", "hye", "mal", "uig", "deu", "cmn"], max_sentences=80, radii=(0.05, 0.2),
                             attack_steps=2, max_english_pairs=128, max_xsts_pairs=120),

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from study.errors import ClusterError, StorageError
+from study.orchestration.settings import StudySettings
 from study.orchestration.studydir import REFERENCE_FILE, write_json
 
 
@@ -262,7 +263,8 @@ def default_max_concurrent(cpus_per_trial: float, gpus_per_trial: float, num_sam
     return chosen
 
 
-def evaluate_on_cluster(settings: dict, eval_config: dict, path: Path, what: str, also_report: bool = False) -> dict:
+def evaluate_on_cluster(settings: StudySettings, eval_config: dict, path: Path, what: str,
+                        also_report: bool = False) -> dict:
     """The untrained encoder evaluated with `eval_config` as a Ray task (a cluster's head may have no CPU for
     it), kept at `path` in the study folder so a resumed study or replication does not evaluate it again."""
     path = Path(path)
@@ -276,15 +278,15 @@ def evaluate_on_cluster(settings: dict, eval_config: dict, path: Path, what: str
     # before the trials start, the reference may use every core of one node (up to 8); a task asking for
     # more CPUs than any single node has would never be scheduled
     largest_node = max((n["Resources"].get("CPU", 0) for n in alive_nodes()), default=1)
-    cpus = min(8, max(settings["cpus_per_trial"], largest_node))
-    task = ray.remote(num_cpus=cpus, num_gpus=settings["gpus_per_trial"])(evaluate_model)
-    result = ray.get(task.remote(settings["model"], settings["data_dir"], eval_config, also_report))
+    cpus = min(8, max(settings.cpus_per_trial, largest_node))
+    task = ray.remote(num_cpus=cpus, num_gpus=settings.gpus_per_trial)(evaluate_model)
+    result = ray.get(task.remote(settings.model, settings.data_dir, eval_config, also_report))
     write_json(path, result)
     return result
 
 
-def reference_row(settings: dict, study_dir: Path) -> dict:
+def reference_row(settings: StudySettings, study_dir: Path) -> dict:
     """The study's reference row: the untrained encoder with the trials' own evaluation, on the selection split
     and the report split."""
-    return evaluate_on_cluster(settings, settings["eval"], Path(study_dir) / REFERENCE_FILE, "reference row",
+    return evaluate_on_cluster(settings, settings.eval, Path(study_dir) / REFERENCE_FILE, "reference row",
                                also_report=True)

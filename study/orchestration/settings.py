@@ -1,12 +1,16 @@
-"""A study's command line: the flags of `python -m study.run`, checked into one settings dict before anything
-is written or started. The run command uses it; so does `study.bench study`, which times the same study."""
+"""A study's settings: the flags of `python -m study.run`, checked into one frozen `StudySettings` before
+anything is written or started, and kept in study.json. The run command builds it; the driver, tuning, the
+cluster helpers, the report, export and replication read it; `study.bench study` times the same study."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 from search_spaces import SPACE_NAMES, load_space
-from study.errors import ConfigError, UsageError
+from study.errors import ConfigError, StudyError, UsageError
 from study.evaluation.crosslingual import XSTS_LANGS
 from study.evaluation.data import load_crosslingual_sts, load_english_pairs, load_tatoeba, resolve_data_dir
 from study.evaluation.languages import resolve_languages
@@ -63,8 +67,74 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+# ----------------------------------------------------------------------------- the settings
+@dataclass(frozen=True)
+class StudySettings:
+    """What a study runs, fixed when it starts (a resumed study reads it back from study.json). Checked on
+    construction: a value no study can run is refused in one line naming its flag."""
+
+    space: str  # the search space (search_spaces/<space>.py)
+    budget: str  # smoke, cpu or gpu (study.orchestration.budgets); "auto" until the cluster's GPUs are known
+    num_samples: int  # trials, the r = 0 baseline included
+    epochs: int  # per trial, unless the space searches epochs
+    objective: str = "robust"  # robust, clean or pareto (study.evaluation.robustness.OBJECTIVES)
+    seed: int = 0  # the searcher's and every trial's seed
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # --range: narrowed searched keys
+    method: str | None = None  # --method: one attack method for every trial, unless the space searches it
+    model: str = "multilingual-e5-small"  # model directory or hub id
+    data_dir: str | None = None  # None: $STUDY_DATA_DIR, ../shared/data, else the hub
+    eval: dict[str, Any] = field(default_factory=dict)  # the study's evaluation: EvalConfig's fields it sets
+    max_train_pairs: int | None = None  # English training pairs per trial; None: all
+    batch_size: int = 32  # pairs per step
+    train: dict[str, Any] = field(default_factory=dict)  # TrialConfig overrides, unless the space searches the key
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0  # fractions share a GPU
+    max_concurrent: int | None = None  # trials at once; None until the driver knows the cluster
+    storage_path: str | None = None  # Ray storage shared by every node (s3://, gs://, a mount); None: the study dir
+    optuna_storage: str | None = None  # Optuna's database URL; None: sqlite in the study directory
+    study_id: str | None = None  # the study's prefix in shared storage (set once, when it starts)
+
+    def __post_init__(self):
+        for name in ("num_samples", "epochs", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        for name in ("cpus_per_trial", "gpus_per_trial"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.objective not in OBJECTIVES:
+            raise UsageError(f"--objective {self.objective!r}: one of {', '.join(OBJECTIVES)}")
+        if self.method and self.method not in ATTACKS:
+            raise UsageError(f"unknown attack method '{self.method}' (one of {', '.join(ATTACKS)})")
+        # JSON gives ranges as lists: one form, whatever the source
+        object.__setattr__(self, "ranges", {key: (float(low), float(high)) for key, (low, high) in self.ranges.items()})
+
+    @property
+    def eval_config(self) -> EvalConfig:
+        return EvalConfig(**self.eval)
+
+    def replace(self, **changes) -> StudySettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        """study.json's "settings" (and the parent run's params): one key per field."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> StudySettings:
+        """A study's settings as study.json keeps them; one line when they are not a study's."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - names)
+        missing = sorted({"space", "budget", "num_samples", "epochs"} - set(saved))
+        if unknown or missing:
+            raise StudyError("study.json's settings are not a study's: "
+                             + "; ".join(filter(None, [unknown and f"unknown {', '.join(unknown)}",
+                                                       missing and f"missing {', '.join(missing)}"])))
+        return cls(**saved)
+
+
 # ----------------------------------------------------------------------------- validation (before any write)
-def validate(args, cluster_has_gpus: bool | None = None) -> dict:
+def validate(args, cluster_has_gpus: bool | None = None) -> StudySettings:
     """Check every input; return the study settings. Raises an InputError, writes nothing. `--budget auto`
     needs `cluster_has_gpus` (known once Ray is up); without it, the settings are those of the cpu budget."""
     ranges = {}
@@ -77,16 +147,6 @@ def validate(args, cluster_has_gpus: bool | None = None) -> dict:
         ranges[key.strip()] = (low, high)
     space = load_space(args.space or "hybrid_ratio", ranges)
     budget_name, budget = resolve_budget(args.budget or "auto", cluster_has_gpus)
-    for name in ("num_samples", "epochs", "max_concurrent"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    for name in ("cpus_per_trial", "gpus_per_trial"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    if args.method and args.method not in ATTACKS:
-        raise UsageError(f"unknown attack method '{args.method}' (one of {', '.join(ATTACKS)})")
     if "rs-da" in {args.method, space.fixed.get("method"), *getattr(space.space.get("method"), "options", ())}:
         load_wordnet()  # rs-da's synonyms: without WordNet, one line naming the package, before anything starts
     try:
@@ -100,15 +160,16 @@ def validate(args, cluster_has_gpus: bool | None = None) -> dict:
     EvalConfig(**eval_config)  # radii etc. checked here
     storage_path = check_storage(args.storage_path) if args.storage_path else None
     optuna_storage = check_optuna_storage(args.optuna_storage) if getattr(args, "optuna_storage", None) else None
-    return dict(space=space.name, ranges=ranges, budget=budget_name, objective=args.objective or "robust",
-                seed=seed, num_samples=args.num_samples or budget.num_samples, epochs=args.epochs or budget.epochs,
-                method=args.method, model=args.model or "multilingual-e5-small",
-                data_dir=str(data_dir) if data_dir else None,
-                eval=eval_config, max_train_pairs=budget.max_train_pairs, batch_size=budget.batch_size,
-                train=budget.train,
-                cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else budget.cpus_per_trial,
-                gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else budget.gpus_per_trial,
-                max_concurrent=args.max_concurrent, storage_path=storage_path, optuna_storage=optuna_storage)
+    return StudySettings(
+        space=space.name, ranges=ranges, budget=budget_name, objective=args.objective or "robust", seed=seed,
+        num_samples=args.num_samples if args.num_samples is not None else budget.num_samples,
+        epochs=args.epochs if args.epochs is not None else budget.epochs,
+        method=args.method, model=args.model or "multilingual-e5-small",
+        data_dir=str(data_dir) if data_dir else None, eval=eval_config, max_train_pairs=budget.max_train_pairs,
+        batch_size=budget.batch_size, train=budget.train,
+        cpus_per_trial=args.cpus_per_trial if args.cpus_per_trial is not None else budget.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else budget.gpus_per_trial,
+        max_concurrent=args.max_concurrent, storage_path=storage_path, optuna_storage=optuna_storage)
 
 
 def check_optuna_storage(url: str) -> str:
@@ -139,12 +200,12 @@ def check_optuna_storage(url: str) -> str:
     return url
 
 
-def check_data(settings: dict) -> None:
+def check_data(settings: StudySettings) -> None:
     """Read every file the study needs once, so a missing or malformed one fails now, not mid-study."""
-    data_dir = resolve_data_dir(settings["data_dir"]) if settings["data_dir"] else resolve_data_dir()
-    for lang in settings["eval"]["langs"]:
+    data_dir = resolve_data_dir(settings.data_dir) if settings.data_dir else resolve_data_dir()
+    for lang in settings.eval["langs"]:
         load_tatoeba(lang, data_dir)
     for split in ("train", "test"):
         load_english_pairs(split, data_dir)
-    for lang in settings["eval"].get("xsts_langs", XSTS_LANGS):
+    for lang in settings.eval.get("xsts_langs", XSTS_LANGS):
         load_crosslingual_sts(lang, data_dir)

@@ -18,9 +18,13 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from study.errors import StorageError, StudyError
 from study.orchestration.tracking import credentials_to_env, default_tracking_uri, has_password, redact
+
+if TYPE_CHECKING:  # settings imports this module
+    from study.orchestration.settings import StudySettings
 
 STUDY_FILE = "study.json"
 REFERENCE_FILE = "reference.json"
@@ -122,12 +126,12 @@ def new_study_id(study_dir: Path) -> str:
     return f"{Path(study_dir).resolve().name}-{uuid.uuid4().hex[:8]}"
 
 
-def ray_storage(settings: dict, study_dir: Path) -> str:
+def ray_storage(settings: StudySettings, study_dir: Path) -> str:
     """Where Ray Tune keeps this study's experiments (state, checkpoints): `<--storage-path>/<study id>`, which
     every node reaches, or STUDY_DIR/ray on one machine (absolute: Ray needs one). A study from before study ids
     (or a benchmark's settings) uses its folder's name."""
-    if settings.get("storage_path"):
-        return f"{settings['storage_path'].rstrip('/')}/{settings.get('study_id') or Path(study_dir).resolve().name}"
+    if settings.storage_path:
+        return f"{settings.storage_path.rstrip('/')}/{settings.study_id or Path(study_dir).resolve().name}"
     return str((Path(study_dir) / "ray").resolve())
 
 

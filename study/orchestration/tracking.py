@@ -21,11 +21,15 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ray.tune import Callback
 from ray.tune.result import TRAINING_ITERATION  # Ray's epoch counter: the step of every logged metric
 
 from study.errors import DataError, TrackingError
+
+if TYPE_CHECKING:  # settings imports this module
+    from study.orchestration.settings import StudySettings
 
 # MLflow prints a "View run ... at: <tracking URI>" line whenever a run ends: with a password in the URI that
 # line leaks it to the terminal and to logs, and a study ends dozens of runs; it prints its own runs-table link
@@ -450,38 +454,38 @@ def _searched(space, key: str) -> str:
     return f"fixed at {space.fixed.get(key, getattr(DEFAULTS, key))}"
 
 
-def study_note(settings: dict, study_dir: Path, best: dict | None = None, answered: bool = False) -> str:
+def study_note(settings: StudySettings, study_dir: Path, best: dict | None = None, answered: bool = False) -> str:
     """The parent run's description (Markdown): what the study asks (space, r and epsilon ranges, objective,
     constraint, budget, languages, data) and where it answers (the report); `answered`: with the best trial's
     line (`best`, as study.analysis.trials gives it; None: no trial met the constraint)."""
     from search_spaces import load_space
     from study.evaluation.robustness import objective_metric
 
-    space = load_space(settings["space"], settings.get("ranges") or {})
+    space = load_space(settings.space, settings.ranges)
     report = Path(study_dir).resolve() / "report" / "summary.md"
-    method = settings.get("method") or _searched(space, "method").removeprefix("fixed at ")
+    method = settings.method or _searched(space, "method").removeprefix("fixed at ")
     lines = [
-        f"## Study `{Path(study_dir).name}`: search space `{settings['space']}`",
+        f"## Study `{Path(study_dir).name}`: search space `{settings.space}`",
         "",
-        f"Hybrid-batch robust fine-tuning of `{settings.get('model')}` on English pairs, for zero-shot cross-lingual "
+        f"Hybrid-batch robust fine-tuning of `{settings.model}` on English pairs, for zero-shot cross-lingual "
         "retrieval: a share **r** of every batch is made adversarial, by an attack of radius **epsilon** on the "
         "token embeddings.",
         "",
-        f"**Asks:** which r and epsilon maximise {OBJECTIVE_TEXT.get(settings['objective'], settings['objective'])} "
+        f"**Asks:** which r and epsilon maximise {OBJECTIVE_TEXT.get(settings.objective, settings.objective)} "
         "on the selection half of Tatoeba, among the trials whose cross-lingual similarity (translated STS-B) is "
         "no worse than the untrained encoder's?",
         "",
         f"- **Space**: r {_searched(space, 'ratio')}, epsilon {_searched(space, 'epsilon')}; method {method}",
-        f"- **Budget** `{settings['budget']}`: {settings['num_samples']} trials (the r = 0 baseline first) x "
-        f"{settings['epochs']} epoch(s), Optuna TPE"
-        + (", ASHA early stopping" if settings["objective"] != "pareto" and settings["epochs"] > 1 else ""),
-        f"- **Languages**: {', '.join(settings['eval']['langs'])}",
-        f"- **Data**: `{settings.get('data_dir') or 'hub'}`; each trial's run lists the files it read as dataset "
+        f"- **Budget** `{settings.budget}`: {settings.num_samples} trials (the r = 0 baseline first) x "
+        f"{settings.epochs} epoch(s), Optuna TPE"
+        + (", ASHA early stopping" if settings.objective != "pareto" and settings.epochs > 1 else ""),
+        f"- **Languages**: {', '.join(settings.eval['langs'])}",
+        f"- **Data**: `{settings.data_dir or 'hub'}`; each trial's run lists the files it read as dataset "
         "inputs (sha256 digest of the driver's copy, context training / selection / report / english_check)",
         f"- **Report**: `{report}`, and this run's artifacts under `report/`",
     ]
     if answered:
-        key = objective_metric(settings["objective"])
+        key = objective_metric(settings.objective)
         if best is None:
             lines += ["", "**Answer:** no finished trial met the constraint (see the report)."]
         else:
@@ -493,7 +497,7 @@ def study_note(settings: dict, study_dir: Path, best: dict | None = None, answer
     return "\n".join(lines)
 
 
-def describe_study(client, parent: str, settings: dict, study_dir: Path, best: dict | None = None,
+def describe_study(client, parent: str, settings: StudySettings, study_dir: Path, best: dict | None = None,
                    answered: bool = False) -> None:
     """Set the study's description on its parent run; `answered`, once the trials are done: with the best
     trial's line (`best`, `study.analysis.trials.best_trial` read back from MLflow; None: no trial met the

@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.evaluation.crosslingual import CONSTRAINT
 from study.evaluation.robustness import PARETO_METRICS, objective_metric
+from study.orchestration.settings import StudySettings
 from study.orchestration.studydir import ray_storage
 from trainables.config import DEFAULTS, KEYS, TrialConfig, column_label
 
@@ -37,22 +38,22 @@ METRIC_COLUMNS = {"epoch": "epoch", "objective.robust": "robust", "objective.cle
 
 
 # ----------------------------------------------------------------------------- what the trials run
-def base_trial_config(settings: dict, space) -> TrialConfig:
+def base_trial_config(settings: StudySettings, space) -> TrialConfig:
     """The configuration every trial of the study shares, before Optuna sets the searched keys. Precedence:
     TrialConfig defaults < the space's fixed keys < the budget's and the command line's settings (a key the
     space searches is left to the search)."""
     from study.evaluation.robustness import EvalConfig
 
-    overrides = {**space.fixed, **settings.get("train", {}), "epochs": settings["epochs"]}
-    if settings.get("method"):
-        overrides["method"] = settings["method"]
+    overrides = {**space.fixed, **settings.train, "epochs": settings.epochs}
+    if settings.method:
+        overrides["method"] = settings.method
     overrides = {k: v for k, v in overrides.items() if k not in space.space}
-    return TrialConfig(**overrides, model=settings["model"], data_dir=settings["data_dir"],
-                       eval=EvalConfig(**settings["eval"]), seed=settings["seed"],
-                       batch_size=settings["batch_size"], max_train_pairs=settings["max_train_pairs"])
+    return TrialConfig(**overrides, model=settings.model, data_dir=settings.data_dir,
+                       eval=EvalConfig(**settings.eval), seed=settings.seed,
+                       batch_size=settings.batch_size, max_train_pairs=settings.max_train_pairs)
 
 
-def trial_param_space(settings: dict, space) -> dict:
+def trial_param_space(settings: StudySettings, space) -> dict:
     """Ray's param space: the base configuration for the keys the space does not search (the searcher proposes
     the others: a searched key it leaves out, as FGSM leaves out the steps, runs at its TrialConfig default)."""
     base = base_trial_config(settings, space).to_dict()
@@ -76,10 +77,10 @@ OPTUNA_FILE = "optuna.db"  # STUDY_DIR/optuna.db: the default storage (SQLite; o
 RAY_TRIAL_ATTR = "ray_trial_id"  # user attr of each Optuna trial: the Ray trial it was proposed for
 
 
-def optuna_storage_url(settings: dict, study_dir: Path) -> str:
+def optuna_storage_url(settings: StudySettings, study_dir: Path) -> str:
     """The study's Optuna storage: --optuna-storage (never with a password: settings refuses one), else
     sqlite:///STUDY_DIR/optuna.db."""
-    return settings.get("optuna_storage") or f"sqlite:///{(Path(study_dir) / OPTUNA_FILE).resolve()}"
+    return settings.optuna_storage or f"sqlite:///{(Path(study_dir) / OPTUNA_FILE).resolve()}"
 
 
 # a pickled searcher names the default storage by this marker, not by its path: a study folder that was moved or
@@ -233,7 +234,7 @@ def restore_rung_records(scheduler, records: list[list[dict]]) -> None:
             recorded.update(values)
 
 
-def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | None = None,
+def make_searcher(settings: StudySettings, space, scheduler=None, points: list[dict] | None = None,
                   storage: str | None = None, study_name: str = "optuna"):
     """Optuna's TPE (multivariate, grouped for conditional keys; constant liar, so trials running at once are
     proposed apart) behind Ray's OptunaSearch over the space's define-by-run function, told the r = 0 baseline
@@ -243,15 +244,15 @@ def make_searcher(settings: dict, space, scheduler=None, points: list[dict] | No
     # multivariate and constant_liar are marked experimental in Optuna; their notice says nothing actionable
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     points = points or [space.baseline_point(DEFAULTS)]  # what is proposed first: the baseline, unless told
-    sampler = optuna.samplers.TPESampler(seed=settings["seed"], n_startup_trials=startup_trials(
-        settings["num_samples"]), multivariate=True, group=True, constant_liar=True)
+    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=startup_trials(
+        settings.num_samples), multivariate=True, group=True, constant_liar=True)
     common = dict(space=space.define_by_run, sampler=sampler, points_to_evaluate=points,
-                  study_epochs=settings["epochs"], scheduler=scheduler, storage_url=storage, study_name=study_name)
-    if settings["objective"] == "pareto":
+                  study_epochs=settings.epochs, scheduler=scheduler, storage_url=storage, study_name=study_name)
+    if settings.objective == "pareto":
         searcher = StudyOptunaSearch(metric=list(PARETO_METRICS), mode=["max"] * len(PARETO_METRICS), **common)
     else:
-        searcher = StudyOptunaSearch(metric=objective_metric(settings["objective"]), mode="max", **common)
-    return ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"])
+        searcher = StudyOptunaSearch(metric=objective_metric(settings.objective), mode="max", **common)
+    return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent)
 
 
 class BaselineKeepingASHA(ASHAScheduler):
@@ -265,15 +266,15 @@ class BaselineKeepingASHA(ASHAScheduler):
         return decision
 
 
-def max_epochs(settings: dict, space) -> int:
+def max_epochs(settings: StudySettings, space) -> int:
     """The most epochs a trial of this study may train: the space's upper bound when it searches epochs."""
-    return space.space["epochs"].high if "epochs" in space.space else settings["epochs"]
+    return space.space["epochs"].high if "epochs" in space.space else settings.epochs
 
 
-def make_scheduler(settings: dict, space):
+def make_scheduler(settings: StudySettings, space):
     """ASHA on the epochs (single objective, trials of more than one epoch), else none."""
     longest = max_epochs(settings, space)
-    if settings["objective"] == "pareto" or longest <= 1:
+    if settings.objective == "pareto" or longest <= 1:
         return None
     return BaselineKeepingASHA(time_attr=TRAINING_ITERATION, max_t=longest, grace_period=1, reduction_factor=2)
 
@@ -291,12 +292,12 @@ def _run_config(name: str, storage: str, callback, parameter_columns: dict, max_
                           failure_config=tune.FailureConfig(max_failures=max_failures))
 
 
-def _trainable(settings: dict):
+def _trainable(settings: StudySettings):
     from ray import tune
 
     from trainables.trainable import train_hybrid
 
-    return tune.with_resources(train_hybrid, {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]})
+    return tune.with_resources(train_hybrid, {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial})
 
 
 def ended_trials(results) -> int:
@@ -306,19 +307,19 @@ def ended_trials(results) -> int:
     return sum(1 for result in results if result.error is not None or result.metrics.get("done"))
 
 
-def study_tuner(settings: dict, study_dir: Path, callback):
+def study_tuner(settings: StudySettings, study_dir: Path, callback):
     """The study's Tuner: restored from ray/tune when a previous run left one, else new."""
     from ray import tune
 
     from search_spaces import load_space
 
-    space = load_space(settings["space"], settings.get("ranges"))
+    space = load_space(settings.space, settings.ranges)
     trainable = _trainable(settings)
     storage = ray_storage(settings, study_dir)
     state = f"{storage}/{STUDY_EXPERIMENT}"  # a path or a URI (s3://...): Ray reads both
     from study.orchestration.studydir import claim_ray_storage
 
-    claim_ray_storage(storage, settings.get("study_id"))  # this study's Tune state, or none yet; never another's
+    claim_ray_storage(storage, settings.study_id)  # this study's Tune state, or none yet; never another's
     if tune.Tuner.can_restore(state):
         global _restoring_study_dir
         _restoring_study_dir = Path(study_dir)
@@ -327,13 +328,13 @@ def study_tuner(settings: dict, study_dir: Path, callback):
                                       resume_errored=False, restart_errored=False)
         finally:
             _restoring_study_dir = None
-    single = settings["objective"] != "pareto"
+    single = settings.objective != "pareto"
     scheduler = make_scheduler(settings, space)
     searcher = make_searcher(settings, space, scheduler, storage=optuna_storage_url(settings, study_dir),
                              study_name=optuna_study_name(study_dir))
-    tune_config = tune.TuneConfig(metric=objective_metric(settings["objective"]) if single else None,
+    tune_config = tune.TuneConfig(metric=objective_metric(settings.objective) if single else None,
                                   mode="max" if single else None, search_alg=searcher,
-                                  scheduler=scheduler, num_samples=settings["num_samples"],
+                                  scheduler=scheduler, num_samples=settings.num_samples,
                                   # a trial process runs trial after trial: torch, transformers and the data
                                   # loaders are imported once per worker, not once per trial (study.bench study)
                                   reuse_actors=True,
@@ -345,7 +346,7 @@ def study_tuner(settings: dict, study_dir: Path, callback):
                       run_config=run_config)
 
 
-def replication_tuner(configs: list[TrialConfig], settings: dict, study_dir: Path, callback):
+def replication_tuner(configs: list[TrialConfig], settings: StudySettings, study_dir: Path, callback):
     """One trial per configuration, exactly these: Ray's variant generator is handed them as its points, over
     a param space in which the keys that differ between them are choices (so every point is a valid value)."""
     from ray import tune

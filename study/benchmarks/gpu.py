@@ -41,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-from study.bench import _gemm_rate, _sentences, _sync, bench_evaluate, interleaved_mean_times, plain_loop_embed
+from study.benchmarks.common import gemm_flop_rate, interleaved_mean_times, plain_loop_embed, sync, tatoeba_sentences
+from study.benchmarks.evaluate import bench_evaluate
 
 TARGET_BF16 = 100_000  # Tatoeba sentences/s in bf16 on one H200 (~0.8 GFLOP a sentence: ~10% of bf16 peak)
 AGREEMENT_POINTS = 0.5  # bf16 and fp32 accuracies must agree within this, at every radius
@@ -134,8 +135,8 @@ class Run:
         return self._trainer
 
     def trial_config(self):
-        """A gpu-budget trial as the study configures it (study.orchestration.tuning.base_trial_config with the hybrid_ratio
-        space's fixed PGD; r and epsilon at their defaults, 0.5 and 0.5), tiny on a CPU."""
+        """A gpu-budget trial as the study configures it (study.orchestration.tuning.base_trial_config with the
+        hybrid_ratio space's fixed PGD; r and epsilon at their defaults, 0.5 and 0.5), tiny on a CPU."""
         from study.evaluation.languages import resolve_languages
         from study.evaluation.robustness import EvalConfig
         from study.orchestration.budgets import BUDGETS
@@ -166,14 +167,14 @@ def _autocast(device: torch.device, precision: str):
 
 def _reset_peak(device) -> None:
     if device.type == "cuda":
-        _sync(device)
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def _peak(device) -> dict:
     if device.type != "cuda":
         return {"allocated": None, "reserved": None}
-    _sync(device)
+    sync(device)
     return {"allocated": torch.cuda.max_memory_allocated(device), "reserved": torch.cuda.max_memory_reserved(device)}
 
 
@@ -251,11 +252,11 @@ def _profile(fn, device: torch.device, top: int = 15) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     with profile(activities=activities) as prof:
         fn()
-        _sync(device)
+        sync(device)
     wall = time.perf_counter() - start  # with the profiler's own overhead
 
     def own(event) -> float:  # microseconds
@@ -280,7 +281,7 @@ def section_encode(run: Run) -> dict:
     sizes, device = run.sizes, run.device
     encoder = run.encoder()
     langs = sizes["encode_langs"].split(",") if sizes["encode_langs"] else resolve_languages()
-    sentences = _sentences(run.data_dir, langs, sizes["encode_per_lang"])
+    sentences = tatoeba_sentences(run.data_dir, langs, sizes["encode_per_lang"])
     start = time.perf_counter()
     ids = encoder.tokenize(sentences)
     tokenize_seconds = time.perf_counter() - start
@@ -315,7 +316,7 @@ def section_encode(run: Run) -> dict:
            "tflops": {p: flop / seconds[f"Encoder {p}"] / 1e12 for p in ("fp32", "bf16")},
            "tflops_token_ids_given": {p: flop / seconds[f"Encoder, token ids given {p}"] / 1e12
                                       for p in ("fp32", "bf16")},
-           "gemm_tflops": {p: _gemm_rate(device, cfg.hidden_size, cfg.intermediate_size, sizes["gemm_rows"],
+           "gemm_tflops": {p: gemm_flop_rate(device, cfg.hidden_size, cfg.intermediate_size, sizes["gemm_rows"],
                                          torch.bfloat16 if p == "bf16" else torch.float32) / 1e12
                            for p in ("fp32", "bf16")},
            "min_cosine_bf16_fp32": (outputs["Encoder bf16"] * outputs["Encoder fp32"]).sum(1).min().item(),
@@ -363,10 +364,10 @@ def section_train_step(run: Run) -> dict:
     times: dict = {r: [] for r in RATIOS}
     for rnd in range(sizes["step_rounds"]):
         for r in RATIOS:
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             _train_step(trainer, r, batches[rnd % len(batches)])
-            _sync(device)
+            sync(device)
             times[r].append(time.perf_counter() - start)
     mean = {r: statistics.mean(t) for r, t in times.items()}
     out = {"pairs_per_batch": n, "max_seq_len": trainer.cfg.max_seq_len, "pgd_steps": k, "rounds": sizes["step_rounds"],

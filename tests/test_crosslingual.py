@@ -129,17 +129,17 @@ def test_ray_optuna_search_hands_the_constraint_to_optuna_also_for_pruned_trials
     limiter.on_trial_complete("stopped", {"objective.robust": 0.2, crosslingual.CONSTRAINT: 0.01,
                                           "training_iteration": 1, "config/epochs": 3})
     study = limiter.searcher._ot_study
-    trials = {t.number: t for t in study.analysis.trials}
+    trials = {t.number: t for t in study.trials}
     assert [trials[i].constraints for i in range(3)] == [{"xsts": -0.004}, {"xsts": 0.03}, {"xsts": 0.01}]
     assert trials[2].state == optuna.trial.TrialState.PRUNED
     # Optuna's own view: the harmful trial, although its objective is higher, is not feasible
     from optuna.study._constrained_optimization import _get_feasible_trials
 
-    assert [t.number for t in _get_feasible_trials(study.analysis.trials)] == [0]
+    assert [t.number for t in _get_feasible_trials(study.trials)] == [0]
     limiter.save(str(tmp_path / "searcher.pkl"))
     restored = searcher()
     restored.restore(str(tmp_path / "searcher.pkl"))
-    assert [t.constraints for t in restored.searcher._ot_study.trials] == [t.constraints for t in study.analysis.trials]
+    assert [t.constraints for t in restored.searcher._ot_study.trials] == [t.constraints for t in study.trials]
 
 
 def _trial(ratio: float, robust: float, constraint: float | None, status: str = "FINISHED") -> dict:

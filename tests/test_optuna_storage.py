@@ -59,6 +59,29 @@ def test_a_restored_searcher_has_each_trial_once_in_the_storage(tmp_path):
     assert trials[0].params["ratio"] == 0.0, "the r = 0 baseline, enqueued once"
 
 
+def test_a_searcher_restored_from_a_moved_study_folder_finds_its_database_there(tmp_path, monkeypatch):
+    """A study folder renamed between stop and resume (a stopped job resumed under another name): the pickled
+    searcher names the folder's optuna.db by a marker, and reconnects to it where study_tuner says it is now."""
+    from study.orchestration import tuning
+
+    before, after = tmp_path / "study-a", tmp_path / "study-b"
+    before.mkdir()
+    searcher = tuning.make_searcher(SETTINGS.replace(num_samples=2, max_concurrent=2), load_space("hybrid_ratio"),
+                                    storage=tuning.optuna_storage_url(SETTINGS, before), study_name="s").searcher
+    searcher.suggest("a")
+    pickled = pickle.dumps(searcher)
+    del searcher
+    before.rename(after)
+
+    monkeypatch.setattr(tuning, "_restoring_study_dir", after)  # as study_tuner sets it around Tuner.restore
+    resumed = pickle.loads(pickled)
+    assert resumed._storage_url == f"sqlite:///{(after / tuning.OPTUNA_FILE).resolve()}"
+    resumed.on_trial_complete("a", _result(0.5))
+    trials = optuna.load_study(study_name="s", storage=resumed._storage_url).get_trials()
+    assert [(t.user_attrs[tuning.RAY_TRIAL_ATTR], t.value) for t in trials] == [("a", 0.5)]
+    assert not before.exists(), "nothing recreated where the folder was"
+
+
 def _quick_trial():
     """The trial function, a closure so Ray ships it by value (workers cannot import this test module)."""
 

@@ -80,7 +80,11 @@ RAY_TRIAL_ATTR = "ray_trial_id"  # user attr of each Optuna trial: the Ray trial
 def optuna_storage_url(settings: StudySettings, study_dir: Path) -> str:
     """The study's Optuna storage: --optuna-storage (never with a password: settings refuses one), else
     sqlite:///STUDY_DIR/optuna.db."""
-    return settings.optuna_storage or f"sqlite:///{(Path(study_dir) / OPTUNA_FILE).resolve()}"
+    return settings.optuna_storage or study_dir_optuna_url(study_dir)
+
+
+def study_dir_optuna_url(study_dir: Path) -> str:
+    return f"sqlite:///{(Path(study_dir) / OPTUNA_FILE).resolve()}"
 
 
 # a pickled searcher names the default storage by this marker, not by its path: a study folder that was moved or
@@ -158,7 +162,7 @@ class StudyOptunaSearch(OptunaSearch):
 
     def _reconnect(self):
         if self._storage_url == IN_STUDY_DIR:  # the study folder's, where it is now (else where it was)
-            self._storage_url = (optuna_storage_url({}, _restoring_study_dir) if _restoring_study_dir
+            self._storage_url = (study_dir_optuna_url(_restoring_study_dir) if _restoring_study_dir
                                  else self.__dict__.pop("_storage_url_when_saved"))
         storage = open_optuna_storage(self._storage_url)
         self._storage = storage

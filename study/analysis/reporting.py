@@ -12,8 +12,7 @@ it to the parent run:
   importances.json          Optuna's parameter importances for the objective, from the study's Optuna storage
   best_config.json          the best trial's configuration
 The best trial (`study.analysis.trials.best_trial`) is the best by the objective among the trials that meet the
-selection
-constraint, both measured on the selection split; every figure the summary and the heatmap and radius curves
+selection constraint, both measured on the selection split; every figure the summary and the heatmap and radius curves
 quote is from the report split (REPORTED_SPLIT), which the search never saw. One trial chosen from many still
 carries the luck of its seed: `study.replicate` measures that.
 """

@@ -2,10 +2,9 @@
 beside retrieval robustness, so that a configuration that buys attacked retrieval with graded similarity across
 languages is seen.
 
-Data: STS-B dev machine-translated (`study.evaluation.data.load_crosslingual_sts`). For each language X of XSTS_LANGS,
-the
-English sentence 1 of a pair is compared with sentence 2 translated into X. On the pairs of one split S (split as
-Tatoeba is, one permutation for all languages: the two halves share no English sentence), keys:
+Data: STS-B dev machine-translated (`study.evaluation.data.load_crosslingual_sts`). For each language X of
+XSTS_LANGS, the English sentence 1 of a pair is compared with sentence 2 translated into X. On the pairs of one
+split S (split as Tatoeba is, one permutation for all languages: the two halves share no English sentence), keys:
   S.xsts.<X>      Spearman of cos(en s1, X s2) against the gold score (0-5)
   S.xpara.<X>     en->X paraphrase retrieval accuracy@1 among the pairs scored >= 4 (the candidates: their X s2)
   S.xsts.mean, S.xpara.mean   the means over the languages

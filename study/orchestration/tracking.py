@@ -258,10 +258,9 @@ def trial_datasets(config, context: str) -> list:
     """The `mlflow.entities.DatasetInput`s of one context of a trial (`config`: its TrialConfig): one dataset per
     file (name: its path in the data directory, with the split read, for a Tatoeba split; source: its file URI;
     digest: `study.evaluation.data.file_digest`), tagged mlflow.data.context. Only the files the trial reads: its
-    evaluation
-    languages, its translated STS-B languages, the English check if it runs. Called in the driver: the digests
-    describe the driver's copy of the data directory (on a cluster whose nodes share no disk, each node reads its
-    own copy). Hub data (no data directory): none."""
+    evaluation languages, its translated STS-B languages, the English check if it runs. Called in the driver: the
+    digests describe the driver's copy of the data directory (on a cluster whose nodes share no disk, each node reads
+    its own copy). Hub data (no data directory): none."""
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag

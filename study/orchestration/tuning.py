@@ -42,14 +42,12 @@ def base_trial_config(settings: StudySettings, space) -> TrialConfig:
     """The configuration every trial of the study shares, before Optuna sets the searched keys. Precedence:
     TrialConfig defaults < the space's fixed keys < the budget's and the command line's settings (a key the
     space searches is left to the search)."""
-    from study.evaluation.robustness import EvalConfig
-
     overrides = {**space.fixed, **settings.train, "epochs": settings.epochs}
     if settings.method:
         overrides["method"] = settings.method
     overrides = {k: v for k, v in overrides.items() if k not in space.space}
     return TrialConfig(**overrides, model=settings.model, data_dir=settings.data_dir,
-                       eval=EvalConfig(**settings.eval), seed=settings.seed,
+                       eval=settings.eval_config, seed=settings.seed,
                        batch_size=settings.batch_size, max_train_pairs=settings.max_train_pairs)
 
 
